@@ -1,0 +1,62 @@
+"""Parameter counts and the memory arithmetic of training with Adam.
+
+Per trainable parameter, Adam keeps the weight, its gradient and two moment estimates
+(Kingma & Ba, 2014, arXiv:1412.6980). In fp32 that is 4 + 4 + 4 + 4 = 16 bytes. Mixed
+precision (Micikevicius et al., 2017, arXiv:1710.03740) keeps a 16-bit working copy of the
+weights and 16-bit gradients, but also an fp32 master copy and fp32 moments:
+2 + 2 + 4 + 4 + 4 = 16 bytes again (the ZeRO paper's count, Rajbhandari et al., 2019,
+arXiv:1910.02054). Mixed precision saves time and activation memory, not optimizer memory.
+A *frozen* parameter needs only its weight: 4 bytes in fp32, 2 in 16-bit. That asymmetry is
+what parameter-efficient fine-tuning exploits. Activations are not counted here: they depend
+on batch size and sequence length, not on how many parameters train.
+"""
+import torch
+
+# bytes per parameter: (weight, gradient, fp32 master copy, Adam moments m and v)
+PRECISIONS = {
+    "fp32": {"weight": 4, "gradient": 4, "master": 0, "adam": 8},
+    "mixed": {"weight": 2, "gradient": 2, "master": 4, "adam": 8},
+}
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, float]:
+    """Trainable and total parameters (shared tensors, e.g. tied embeddings, counted once)."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in unique)
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
+
+
+def memory_breakdown(total: int, trainable: int | None = None, precision: str = "fp32") -> dict[str, int]:
+    """Bytes of weights, gradients, master weights and Adam states when `trainable` of `total`
+    parameters train (default: all of them, i.e. full fine-tuning)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    trainable = total if trainable is None else trainable
+    if not 0 <= trainable <= total:
+        raise ValueError(f"trainable ({trainable}) must be between 0 and total ({total}).")
+    b = PRECISIONS[precision]
+    parts = {"weights": total * b["weight"], "gradients": trainable * b["gradient"],
+             "master weights": trainable * b["master"], "Adam moments": trainable * b["adam"]}
+    return parts | {"total": sum(parts.values())}
+
+
+def measured_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Bytes actually held by the model's weights, its gradients and the optimizer's state tensors."""
+    unique = list({id(p): p for p in model.parameters()}.values())
+    weights = sum(p.numel() * p.element_size() for p in unique)
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in unique if p.grad is not None)
+    state = 0
+    if optimizer is not None:
+        for s in optimizer.state.values():
+            # Adam's `step` counter is a scalar tensor: bookkeeping, not per-parameter memory.
+            state += sum(t.numel() * t.element_size() for k, t in s.items()
+                         if torch.is_tensor(t) and k != "step")
+    return {"weights": weights, "gradients": grads, "Adam moments": state, "total": weights + grads + state}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
