@@ -38,6 +38,8 @@ def setup_notebook(seed: int = 0, threads: int | None = None, quiet: bool = Fals
     seed_everything(seed)
     torch.set_num_threads(threads or min(os.cpu_count() or 1, 8))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    transformers.utils.logging.disable_progress_bar()   # "Loading weights" bars: noise for 1M parameters
     import matplotlib.pyplot as plt
     plt.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 90, "axes.grid": True,
                          "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})

@@ -9,7 +9,7 @@ def test_full_finetuning_learns_sentiment_within_a_minute():
     torch.set_num_threads(2)   # the bar is for 2 CPU cores
     model, tokenizer = load_base_model()
     task = load_task("sentiment")
-    history = train(model, task["train"], PromptTargetCollator(tokenizer), steps=300, lr=1e-3,
+    history = train(model, task["train"], PromptTargetCollator(tokenizer), steps=150, lr=1e-3,
                     batch_size=32, warmup=0.1, seed=0, device="cpu", progress=False)
     accuracy = evaluate.label_accuracy(model, tokenizer, task["test"], LABEL_WORDS)
     assert accuracy >= 0.90

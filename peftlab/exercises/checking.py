@@ -6,13 +6,31 @@ def attempted(answer) -> bool:
     return answer is not None and answer is not NotImplemented
 
 
-def report(exercise: str, ok: bool | None, message: str = "") -> bool:
+class Verdict:
+    """A checker's result: truthy when correct (so solutions can `assert` it); a notebook cell
+    that ends with a checker call shows only the printed line, not a stray `False`."""
+
+    def __init__(self, ok: bool):
+        self.ok = ok
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.ok})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def report(exercise: str, ok: bool | None, message: str = "") -> Verdict:
     """Print one line: not attempted (ok is None), correct, or wrong with a hint."""
     if ok is None:
         print(f"\u23f3 {exercise}: {NOT_ATTEMPTED} - fill in the stub above and re-run this cell.")
-        return False
-    print(f"{'\u2705' if ok else '\u274c'} {exercise}: {message or ('correct!' if ok else 'not yet.')}")
-    return ok
+        return Verdict(False)
+    mark = "\u2705" if ok else "\u274c"   # check mark / cross
+    print(f"{mark} {exercise}: {message or ('correct!' if ok else 'not yet.')}")
+    return Verdict(ok)
 
 
 def call_stub(fn, *args):

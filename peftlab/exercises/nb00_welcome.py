@@ -1,8 +1,8 @@
 """Checker for 00_welcome."""
-from .checking import attempted, report
+from .checking import Verdict, attempted, report
 
 
-def check_parameter_count(answer, model) -> bool:
+def check_parameter_count(answer, model) -> Verdict:
     """🌱 How many parameters does the base model have (tied embeddings counted once)?"""
     if not attempted(answer):
         return report("parameter count", None)

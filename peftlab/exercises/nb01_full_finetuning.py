@@ -4,12 +4,12 @@ import copy
 import torch
 
 from ..memory import measured_bytes, memory_breakdown
-from .checking import attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, report
 
 GiB, GB = 2**30, 1e9
 
 
-def check_memory_7b(answer_gib) -> bool:
+def check_memory_7b(answer_gib) -> Verdict:
     """🌱 Memory (GiB) to fully fine-tune a 7B model with Adam in mixed precision, activations excluded."""
     if not attempted(answer_gib):
         return report("7B memory", None)
@@ -27,7 +27,7 @@ def check_memory_7b(answer_gib) -> bool:
                   "fp32 master weight (4), Adam's two fp32 moments (4 + 4).")
 
 
-def check_freeze_all_but_last_layer(fn, model) -> bool:
+def check_freeze_all_but_last_layer(fn, model) -> Verdict:
     """🌿 A function that leaves only the last decoder layer and the final norm trainable."""
     probe = copy.deepcopy(model)
     if call_stub(fn, probe) is None and all(p.requires_grad for p in probe.parameters()):
@@ -44,7 +44,7 @@ def check_freeze_all_but_last_layer(fn, model) -> bool:
                   f"then True on those of model.layers[{last}] and model.norm.")
 
 
-def check_adam_state_bytes(fn, model) -> bool:
+def check_adam_state_bytes(fn, model) -> Verdict:
     """🌳 Sum the bytes of Adam's state tensors (exp_avg, exp_avg_sq), skipping the step counter."""
     probe = copy.deepcopy(model).train()
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3)

@@ -1,0 +1,82 @@
+# peftlab — the workbook's everyday commands.
+#
+#   make lab         install (once), then open JupyterLab on notebooks/
+#   make test        unit + hygiene tests, every notebook under nbval, the browser test
+#   make notebooks   re-execute every notebook in place (what gets committed)
+#
+# Without make: pip install -e ".[test]", then `jupyter lab notebooks/` or `pytest`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# The steps share two CPU cores: never run them side by side, even under `make -j`.
+.NOTPARALLEL:
+
+PYTHON ?= python3
+# Installed before everything else. A looser spec lets pip pick a multi-GB CUDA build on Linux;
+# elsewhere pass e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JUPYTER := $(VENV)/bin/jupyter
+STAMP := $(VENV)/.installed
+
+# xdist workers for unit tests: 0 = one process (the timed full fine-tuning test expects both cores to itself).
+JOBS ?= 0
+# Seconds a single notebook cell may run before it counts as hung.
+CELL_TIMEOUT ?= 600
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+NOTEBOOKS = $(shell find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
+NBVAL_ARGS := --nbval-lax --nbval-current-env \
+	--nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--nbval-cell-timeout $(CELL_TIMEOUT) --durations=20
+
+.PHONY: help install lab test test-unit test-notebooks test-browser notebooks clean
+
+help:
+	@echo "make lab         install, then open JupyterLab on notebooks/"
+	@echo "make test        unit + hygiene tests, all notebooks (nbval), browser test"
+	@echo "make notebooks   re-execute every notebook in place, saving outputs"
+	@echo "make install     create $(VENV) and install peftlab with its test extras"
+	@echo "make clean       remove caches, checkpoints and artifacts/"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH)
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+lab: $(STAMP)
+	$(JUPYTER) lab $(ALLOW_ROOT) notebooks/
+
+# -k: run all three steps even when one fails, so one run shows every problem; make still
+# exits non-zero if any step failed.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -k test-unit test-notebooks test-browser
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/ -m "not browser" -n $(JOBS)
+
+test-notebooks: $(STAMP)
+	$(PY) -m pytest $(NBVAL_ARGS) notebooks/
+
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/ -m browser
+
+# JUPYTER_PATH puts this venv's `python3` kernel ahead of any user-level kernelspec.
+# record_timing=False keeps per-cell timestamps out of the committed files.
+notebooks: $(STAMP)
+	JUPYTER_PATH=$(VENV)/share/jupyter $(JUPYTER) nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.kernel_name=python3 \
+		--ExecutePreprocessor.timeout=$(CELL_TIMEOUT) \
+		--ExecutePreprocessor.record_timing=False \
+		$(NOTEBOOKS)
+
+clean:
+	rm -rf .pytest_cache artifacts
+	find . -path ./$(VENV) -prune -o -name .ipynb_checkpoints -type d -print0 | xargs -0 rm -rf
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
