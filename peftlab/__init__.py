@@ -17,10 +17,14 @@ __all__ = [
 ]
 
 # --- adapter methods (get_peft_model, PeftModel, configs) are exported below this line ---
-from .config import LoraConfig, PeftConfig, TaskType
+from .config import LoraConfig, PeftConfig, PromptLearningConfig, TaskType
 from .hf_format import get_peft_model_state_dict
 from .lora_plus import create_loraplus_param_groups
 from .model import PeftModel, get_peft_model
+from .tuners import (PrefixTuningConfig, PromptEncoderConfig, PromptEncoderReparameterizationType,
+                     PromptTuningConfig, PromptTuningInit)
 
 __all__ += ["LoraConfig", "PeftConfig", "TaskType", "get_peft_model_state_dict",
             "create_loraplus_param_groups", "PeftModel", "get_peft_model"]
+__all__ += ["PromptLearningConfig", "PromptTuningConfig", "PromptTuningInit", "PromptEncoderConfig",
+            "PromptEncoderReparameterizationType", "PrefixTuningConfig"]

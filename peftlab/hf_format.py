@@ -11,6 +11,8 @@ name taken out (so an adapter can be loaded under any name):
 a tensor stored directly in a per-adapter dict ends with the dict's name
 (`lora_embedding_A`, DoRA's `lora_magnitude_vector`), and a `modules_to_save` copy is saved
 under the module's own name (`classifier.modules_to_save.default.weight` -> `classifier.weight`).
+A soft-prompt adapter (prompt tuning, P-tuning, prefix tuning) is one tensor, the virtual tokens
+as its encoder outputs them, under the key `prompt_embeddings` (see tuners/prompt_base.py).
 
 Only JSON and safetensors are read or written, never pickle: `torch.load` of an untrusted
 `adapter_model.bin` can run arbitrary code. Loading checks every key and shape before it
@@ -28,11 +30,14 @@ from .tuners.base import AdapterLayer, ModulesToSaveWrapper, bias_parameters
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_WEIGHTS_NAME = "adapter_model.bin"
 PREFIX = "base_model.model."
+PROMPT_KEY = "prompt_embeddings"
 
 
 def get_peft_model_state_dict(peft_model, adapter_name: str = "default") -> dict[str, torch.Tensor]:
     """{key on disk: live tensor} of one adapter of a PeftModel (what save_pretrained writes)."""
     model, config = peft_model.get_base_model(), peft_model.peft_config[adapter_name]
+    if config.is_prompt_learning:
+        return {PROMPT_KEY: peft_model.prompt_encoder[adapter_name].embeddings_to_save()}
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, (AdapterLayer, ModulesToSaveWrapper)) and adapter_name in module:
@@ -57,6 +62,16 @@ def save_adapter(peft_model, adapter_name: str, directory) -> None:
 def read_adapter(directory, is_trainable: bool = False, config: PeftConfig | None = None):
     """(config, tensors) of a PEFT folder, both read and checked before any model is touched."""
     config = copy.copy(config or PeftConfig.from_pretrained(directory))
+    if is_trainable and config.is_prompt_learning and config.saves_encoder_output:
+        raise ValueError(
+            f"This {config.peft_type} folder holds the virtual tokens its encoder produced, not the encoder "
+            "(the MLP/LSTM is not saved, in peft's format too), so it cannot be trained further through that "
+            "encoder. Load it with is_trainable=False to use it; or, to keep training the tokens directly, "
+            f"load it as prompt tuning (P-tuning folders only): PeftModel.from_pretrained(model, folder, "
+            f"is_trainable=True, config=PromptTuningConfig(num_virtual_tokens={config.num_virtual_tokens})).")
+    if is_trainable and getattr(config, "prompt_tuning_init", None) == "TEXT":
+        # The saved tokens replace any init; a TEXT init would only need the tokenizer again.
+        config.prompt_tuning_init = "RANDOM"
     tensors = read_weights(directory)
     config.inference_mode = not is_trainable
     return config, tensors
@@ -117,5 +132,7 @@ def load_into(expected: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
 
 def load_adapter_weights(peft_model, adapter_name: str, tensors: dict[str, torch.Tensor], source) -> None:
     """Fill the (already created) adapter `adapter_name` of a PeftModel from `tensors`."""
-    base = {PREFIX + n: p for n, p in peft_model.get_base_model().named_parameters()}
+    # peft saves base weights with some adapters (whole embeddings); never with soft prompts.
+    soft = peft_model.peft_config[adapter_name].is_prompt_learning
+    base = {} if soft else {PREFIX + n: p for n, p in peft_model.get_base_model().named_parameters()}
     load_into(get_peft_model_state_dict(peft_model, adapter_name), base, tensors, f"the adapter in {source}")

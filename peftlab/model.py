@@ -8,6 +8,10 @@ state-dict keys read the same in both libraries. Everything else (forward, gener
 
 One PeftModel holds adapters of one method, each under a name ("default" first); one is
 active at a time and only its weights (and its modules_to_save copies) require grad.
+
+Soft-prompt methods (prompt tuning, P-tuning, prefix tuning) wrap no layer: each adapter is a
+prompt encoder in `prompt_encoder[name]` (peft's name), and forward / generate go through
+soft_prompts.py, which puts the virtual tokens in front of the input.
 """
 import warnings
 from collections import Counter
@@ -16,11 +20,12 @@ from pathlib import Path
 
 from torch import nn
 
+from . import soft_prompts
 from .config import PeftConfig
 from .hf_format import load_adapter_weights, read_adapter, save_adapter
 from .inject import find_modules_to_save, find_targets, refuse_double_injection, replace_module
 from .memory import parameter_counts
-from .tuners import LAYER_METHODS
+from .tuners import LAYER_METHODS, PROMPT_METHODS
 from .tuners.base import BASE_ADAPTER_NAME, AdapterLayer, ModulesToSaveWrapper, bias_parameters
 
 WRAPPERS = (AdapterLayer, ModulesToSaveWrapper)
@@ -55,13 +60,14 @@ class PeftModel(_PassThrough):
     """Your model (`get_base_model()`) with named adapters; see the module docstring."""
     _inner = "base_model"
 
-    def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default"):
+    def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default", tokenizer=None):
         super().__init__()
         refuse_double_injection(model)
         self.base_model = TunerModel(model)
         self.peft_config: dict[str, PeftConfig] = {}
         self._active_adapter: str | None = None
-        self.add_adapter(adapter_name, peft_config)
+        self._prompts_disabled = False
+        self.add_adapter(adapter_name, peft_config, tokenizer=tokenizer)
         self.set_adapter(adapter_name)
 
     # --- the model and its adapters --------------------------------------------------------
@@ -87,18 +93,28 @@ class PeftModel(_PassThrough):
             known = ", ".join(self.peft_config) or "none"
             raise ValueError(f"No adapter named {name!r}; this model has: {known}.")
 
-    def add_adapter(self, adapter_name: str, peft_config: PeftConfig) -> None:
-        """Add an adapter (not activated, except the first one): wrap its target layers."""
+    def add_adapter(self, adapter_name: str, peft_config: PeftConfig, tokenizer=None) -> None:
+        """Add an adapter (not activated, except the first one): wrap its target layers, or, for
+        a soft-prompt method, create its prompt encoder (`tokenizer`: for a TEXT init)."""
         if adapter_name in self.peft_config or adapter_name == BASE_ADAPTER_NAME:
             raise ValueError(f"Adapter name {adapter_name!r} is taken; pick another name, "
                              "or delete_adapter it first.")
         kind = peft_config.peft_type
-        if kind not in LAYER_METHODS:
-            raise ValueError(f"{kind} adapters do not wrap layers; PeftModel handles: "
-                             f"{', '.join(LAYER_METHODS)}.")
+        if kind not in LAYER_METHODS and kind not in PROMPT_METHODS:
+            raise ValueError(f"PeftModel cannot run {kind} adapters; it handles: "
+                             f"{', '.join([*LAYER_METHODS, *PROMPT_METHODS])}.")
         if any(c.peft_type != kind for c in self.peft_config.values()):
             raise ValueError(f"This model holds {next(iter(self.peft_config.values())).peft_type} "
                              "adapters; one PeftModel holds adapters of one method (as in peft).")
+        if peft_config.is_prompt_learning:
+            config = soft_prompts.prepare_config(peft_config, self.get_base_model())
+            encoder = soft_prompts.create_encoder(config, self.get_base_model(), tokenizer)
+            if "prompt_encoder" not in self._modules:
+                self.prompt_encoder = nn.ModuleDict()
+            self.prompt_encoder[adapter_name] = encoder
+            self.peft_config[adapter_name] = config
+            self._mark_trainable()
+            return
         configs = [peft_config, *self.peft_config.values()]
         if len(configs) > 1 and any(c.rewrites_base_weights for c in configs):
             raise ValueError("An adapter whose init rewrites the base weights (PiSSA) cannot share a model "
@@ -153,6 +169,8 @@ class PeftModel(_PassThrough):
 
     def _remove_traces(self, adapter_name: str) -> None:
         model = self.get_base_model()
+        if "prompt_encoder" in self._modules and adapter_name in self.prompt_encoder:
+            del self.prompt_encoder[adapter_name]
         for name, w in self._wrappers():
             w.delete(adapter_name)   # also clears what a failed add_adapter half-created
             if not w.adapters:
@@ -163,8 +181,13 @@ class PeftModel(_PassThrough):
         """Freeze everything, then unfreeze the active adapter (unless loaded for inference)."""
         model = self.get_base_model()
         model.requires_grad_(False)
+        if "prompt_encoder" in self._modules:
+            self.prompt_encoder.requires_grad_(False)
         config = self.peft_config.get(self._active_adapter)
         if config is None or config.inference_mode:
+            return
+        if config.is_prompt_learning:
+            self.prompt_encoder[self._active_adapter].requires_grad_(True)
             return
         for _, w in self._wrappers():
             if self._active_adapter in w:
@@ -175,13 +198,30 @@ class PeftModel(_PassThrough):
             p.requires_grad_(True)
 
     # --- running ---------------------------------------------------------------------------
+    def _is_prompt_learning(self) -> bool:
+        return any(c.is_prompt_learning for c in self.peft_config.values())
+
+    def _prompts_active(self, adapter_names) -> bool:
+        """Does this call go through soft_prompts.py (a soft-prompt adapter, active, not disabled)?"""
+        if not self._is_prompt_learning() or self._active_adapter is None or self._prompts_disabled:
+            return False
+        if adapter_names is not None:
+            raise ValueError("adapter_names (one adapter per example) is implemented for layer methods only; "
+                             "with soft prompts, run one batch per adapter (set_adapter between them).")
+        return True
+
     def forward(self, *args, adapter_names: list[str] | None = None, **kwargs):
         """The base model's forward (labels and all). `adapter_names`, one per example,
-        runs each example through its own adapter ("__base__": none) in one batch."""
+        runs each example through its own adapter ("__base__": none) in one batch.
+        With a soft-prompt adapter, the virtual tokens go in front (soft_prompts.forward)."""
+        if self._prompts_active(adapter_names):
+            return soft_prompts.forward(self, *args, **kwargs)
         with self._routing(adapter_names):
             return self.base_model(*args, **kwargs)
 
     def generate(self, *args, adapter_names: list[str] | None = None, **kwargs):
+        if self._prompts_active(adapter_names):
+            return soft_prompts.generate(self, *args, **kwargs)
         with self._routing(adapter_names):
             return self.get_base_model().generate(*args, **kwargs)
 
@@ -218,9 +258,11 @@ class PeftModel(_PassThrough):
         wrappers = [w for _, w in self._wrappers()]
         for w in wrappers:
             w.disabled = True
+        self._prompts_disabled = True   # soft prompts: forward and generate go straight to the base
         try:
             yield
         finally:
+            self._prompts_disabled = False
             for w in wrappers:
                 w.disabled = False
 
@@ -234,6 +276,9 @@ class PeftModel(_PassThrough):
         names = adapter_names or self.active_adapters
         for n in names:
             self._check_name(n)
+        if self._is_prompt_learning():
+            raise ValueError("Soft prompts cannot be merged: they are extra inputs (virtual tokens), not a change "
+                             "of weights. Keep the PeftModel for inference, or unload() to get the base model back.")
         uses = Counter(id(p) for _, p in self.get_base_model().named_parameters(remove_duplicate=False))
         for name, layer in self._wrappers():
             if isinstance(layer, AdapterLayer) and any(n in layer for n in names):
@@ -267,6 +312,8 @@ class PeftModel(_PassThrough):
             else:   # a merged model keeps the merged adapter's trained copy, an unloaded one the original
                 kept = [w.modules_to_save[a] for a in merged if a in w]
                 replace_module(model, name, kept[0] if kept else w.original_module)
+        if "prompt_encoder" in self._modules:
+            del self.prompt_encoder
         self.peft_config, self._active_adapter = {}, None
         return model
 
@@ -315,6 +362,8 @@ class PeftModel(_PassThrough):
             raise
 
 
-def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> PeftModel:
-    """Wrap `model` (in place) with a new adapter described by `peft_config`."""
-    return PeftModel(model, peft_config, adapter_name)
+def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default",
+                   tokenizer=None) -> PeftModel:
+    """Wrap `model` (in place) with a new adapter described by `peft_config`. `tokenizer`: only
+    for prompt tuning's TEXT init (turns prompt_tuning_init_text into tokens)."""
+    return PeftModel(model, peft_config, adapter_name, tokenizer=tokenizer)
