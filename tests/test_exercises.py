@@ -10,7 +10,7 @@ def model():
     return load_base_model()[0]
 
 
-def stub(_):
+def stub(*_):
     raise NotImplementedError
 
 
@@ -58,3 +58,60 @@ def test_adam_state_bytes(model, capsys):
     assert nb01.check_adam_state_bytes(moments, model)
     assert not nb01.check_adam_state_bytes(everything, model)
     assert "step" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb02_checkers(capsys):
+    from torch import nn
+
+    from peftlab.exercises import nb02_lora_from_scratch as nb02
+    assert not nb02.check_lora_parameter_count(None)
+    assert nb02.check_lora_parameter_count(65_536)
+    assert not nb02.check_lora_parameter_count(8 * 4096)
+
+    assert not nb02.check_unmerge(stub)
+    assert "not attempted" in capsys.readouterr().out
+
+    def unmerge(merged, layer, scaled=True):
+        out = nn.Linear(merged.in_features, merged.out_features)
+        scale = layer.lora.scale if scaled else 1.0
+        out.weight.data = merged.weight.data - scale * layer.lora.B @ layer.lora.A
+        out.bias.data = merged.bias.data.clone()
+        return out
+
+    assert nb02.check_unmerge(unmerge)
+    assert not nb02.check_unmerge(lambda m, layer: unmerge(m, layer, scaled=False))
+    assert "scale" in capsys.readouterr().out.splitlines()[-1]
+
+    assert not nb02.check_lora_forward(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+    good = lambda x, W0, b, A, B, s: x @ W0.T + b + s * ((x @ A.T) @ B.T)
+    wasteful = lambda x, W0, b, A, B, s: x @ (W0 + s * B @ A).T + b
+    assert nb02.check_lora_forward(good)
+    assert not nb02.check_lora_forward(wasteful)
+    assert "formed B @ A" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb03_checkers(model, capsys):
+    import copy
+
+    from peftlab import LoraConfig, get_peft_model
+    from peftlab.exercises import nb03_lora_on_a_transformer as nb03
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                                 init_lora_weights=False))
+    n = peft_model.get_nb_trainable_parameters()[0]
+    assert not nb03.check_adapter_weight_bytes(None, peft_model)
+    assert nb03.check_adapter_weight_bytes(4 * n, peft_model)
+    assert not nb03.check_adapter_weight_bytes(n, peft_model)
+
+    assert not nb03.check_last_two_down_proj(None, model)
+    assert nb03.check_last_two_down_proj(r"model\.layers\.[23]\.mlp\.down_proj", model)
+    assert not nb03.check_last_two_down_proj(r".*down_proj", model)
+
+    def by_hand(pm, scaled=True):
+        layer = pm.base_model.model.model.layers[0].self_attn.q_proj
+        s = layer.scaling["default"] if scaled else 1.0
+        return layer.base_layer.weight + s * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+
+    assert not nb03.check_merge_by_hand(stub, peft_model)
+    assert nb03.check_merge_by_hand(by_hand, peft_model)
+    assert not nb03.check_merge_by_hand(lambda pm: by_hand(pm, scaled=False), peft_model)
+    assert "scaling" in capsys.readouterr().out.splitlines()[-1]
