@@ -17,6 +17,19 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def real_token_logits(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """The logits at the positions of `input_ids`: (B, n, vocab).
+
+    A model with a soft prompt (prompt tuning, P-tuning) returns P more positions in front,
+    one per virtual token (logits[:, P:] line up with input_ids); a plain model or prefix
+    tuning returns exactly n. Either way the last n positions are the real tokens'.
+    """
+    n = input_ids.shape[1]
+    if logits.shape[1] < n:
+        raise ValueError(f"logits cover {logits.shape[1]} positions, fewer than the {n} input tokens.")
+    return logits[:, logits.shape[1] - n:]
+
+
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 64) -> float:
     """exp(mean next-token cross-entropy) over every token of `texts` (each ending in <eos>)."""
@@ -27,7 +40,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 64) -> 
         # The whole text is the "target": every token after <bos> counts.
         batch = collate([{"prompt": "", "target": t} for t in texts[i:i + batch_size]])
         batch = {k: v.to(_device(model)) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = real_token_logits(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["input_ids"])
         labels = batch["labels"][:, 1:]
         losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
                                                    ignore_index=IGNORE_INDEX, reduction="sum")
@@ -48,7 +62,8 @@ def greedy_matches(model, tokenizer, rows: Sequence[dict], batch_size: int = 64,
     model.eval()
     for i in range(0, len(rows), batch_size):
         batch = {k: v.to(_device(model)) for k, v in collate(list(rows[i:i + batch_size])).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = real_token_logits(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["input_ids"])
         predicted, labels = logits[:, :-1].argmax(-1), batch["labels"][:, 1:]
         scored = labels != IGNORE_INDEX
         results += ((predicted == labels) | ~scored).all(dim=1).tolist()

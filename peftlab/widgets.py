@@ -64,3 +64,68 @@ def memory_calculator() -> widgets.VBox:
 
 def show(widget) -> None:
     display(widget)
+
+
+# --- 04 inside LoRA -------------------------------------------------------------------------
+
+def lora_scales(r: int, lora_alpha: float) -> dict[str, float]:
+    """The factor s in W + s B A: alpha / r (LoRA) and alpha / sqrt(r) (rsLoRA)."""
+    return {"alpha/r": lora_alpha / r, "alpha/sqrt(r)": lora_alpha / r ** 0.5}
+
+
+def lora_rank_explorer(spectra: dict[int, "torch.Tensor"], accuracies: dict[int, float] | None = None,
+                       params: dict[int, int] | None = None, lora_alpha: float = 16) -> widgets.VBox:
+    """Sliders for rank and lora_alpha. Left: the scale s of both rules against r, the chosen
+    (r, alpha) marked. Right: the singular values of an update that a run of rank r learned
+    (`spectra`, precomputed, e.g. one adapted matrix per rank) and how much energy the top
+    directions hold. Below: the numbers, with trainable parameters and accuracy when given."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ranks = sorted(spectra)
+    rank = widgets.SelectionSlider(options=ranks, value=ranks[len(ranks) // 2], description="rank r")
+    alpha = widgets.FloatLogSlider(value=lora_alpha, base=2, min=0, max=7, step=0.5,
+                                   description="lora_alpha", readout_format=".3g")
+    output = widgets.Output()
+
+    def update(_=None):
+        r, a = rank.value, alpha.value
+        values = np.asarray(spectra[r], dtype=float)
+        energy = np.cumsum(values ** 2) / max(np.sum(values ** 2), 1e-30)
+        k90 = int(np.searchsorted(energy, 0.9 - 1e-12)) + 1
+        with output:
+            output.clear_output(wait=True)
+            fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+            grid = np.arange(1, max(ranks) + 1)
+            left.plot(grid, a / grid, label="α / r (LoRA)")
+            left.plot(grid, a / np.sqrt(grid), label="α / √r (rsLoRA)")
+            left.plot([r, r], list(lora_scales(r, a).values()), "ko", label=f"r = {r}")
+            left.set_xscale("log", base=2)
+            left.set_yscale("log")
+            left.set_xticks(ranks, [str(k) for k in ranks])
+            left.set_xlabel("rank r")
+            left.set_ylabel("scale s (multiplies B A)")
+            left.set_title(f"Scale of the update, lora_alpha = {a:.3g}")
+            left.legend()
+            index = np.arange(1, len(values) + 1)
+            right.bar(index, values / values[0] if values[0] > 0 else values, label="σ_i / σ_1")
+            right.plot(index, energy, "o-", color="tab:orange", label="energy in top i")
+            right.set_xlabel("index i of the singular value")
+            right.set_ylabel("fraction")
+            right.set_title(f"Learned update at r = {r}: 90% of energy in {k90} direction(s)")
+            right.legend(loc="center right")
+            fig.tight_layout()
+            plt.show()
+            scales = lora_scales(r, a)
+            line = (f"r = {r}, lora_alpha = {a:.3g}: s = alpha/r = {scales['alpha/r']:.3f}, "
+                    f"rsLoRA s = alpha/sqrt(r) = {scales['alpha/sqrt(r)']:.3f}")
+            if params and r in params:
+                line += f"; {params[r]:,} trainable parameters"
+            if accuracies and r in accuracies:
+                line += f"; accuracy {accuracies[r]:.3f}"
+            print(line)
+
+    rank.observe(update, names="value")
+    alpha.observe(update, names="value")
+    update()
+    return widgets.VBox([widgets.HBox([rank, alpha]), output])
