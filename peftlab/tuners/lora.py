@@ -177,7 +177,11 @@ class LoraLinear(LoraLayer):
         def base_out():   # W x without bias, on the same (dropped-out) input as the adapter
             if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:
                 bias = self.base_layer.bias
-                return result.to(lora.dtype) - (0 if bias is None else bias.to(lora.dtype))
+                # No bias: reuse `result` itself. Subtracting 0 would allocate a copy that autograd
+                # keeps for the backward pass: one extra activation per DoRA layer.
+                if bias is None:
+                    return result.to(lora.dtype)
+                return result.to(lora.dtype) - bias.to(lora.dtype)
             return F.linear(x, self.weight_matrix().to(x.dtype))
         return self._add(name, result, lora, base_out)
 
