@@ -77,8 +77,9 @@ class LoraLayer(AdapterLayer):
         """result + the adapter's contribution (plain LoRA, or DoRA given base_out() = W x)."""
         if self.use_dora[name]:
             weight = self.weight_matrix().to(lora.dtype)
-            lora = dora.dora_delta(self.lora_magnitude_vector[name], weight, self.delta_weight(name).detach(),
-                                   base_out(), lora)
+            with torch.no_grad():   # only the detached norm uses s B A: build no graph for it
+                delta = self.delta_weight(name)
+            lora = dora.dora_delta(self.lora_magnitude_vector[name], weight, delta, base_out(), lora)
         return result + lora.to(result.dtype)
 
 
