@@ -101,7 +101,7 @@ def label_accuracy(model, tokenizer, rows: Sequence[dict], label_words: Sequence
         chunk = list(rows[i:i + batch_size])
         encoded = tokenizer([r["prompt"] for r in chunk], return_tensors="pt", padding=True)
         encoded = {k: v.to(_device(model)) for k, v in encoded.items()}
-        logits = model(**encoded).logits
+        logits = real_token_logits(model(**encoded).logits, encoded["input_ids"])
         last = encoded["attention_mask"].sum(1) - 1                     # right padding
         scores = logits[torch.arange(len(chunk)), last][:, word_ids]
         labels = torch.tensor([r["label"] for r in chunk], device=scores.device)

@@ -5,8 +5,8 @@ True/False. An untouched stub (the answer is still `None`, or the function still
 NotImplementedError) prints "not attempted yet", so the notebook runs end to end as shipped.
 """
 from . import (nb00_welcome, nb01_full_finetuning, nb02_lora_from_scratch, nb03_lora_on_a_transformer,
-               nb04_inside_lora, nb09_p_tuning, nb10_prefix_tuning)
+               nb04_inside_lora, nb08_prompt_tuning, nb09_p_tuning, nb10_prefix_tuning)
 from .checking import NOT_ATTEMPTED, attempted
 
 __all__ = ["nb00_welcome", "nb01_full_finetuning", "nb02_lora_from_scratch", "nb03_lora_on_a_transformer",
-           "nb04_inside_lora", "nb09_p_tuning", "nb10_prefix_tuning", "NOT_ATTEMPTED", "attempted"]
+           "nb04_inside_lora", "nb08_prompt_tuning", "nb09_p_tuning", "nb10_prefix_tuning", "NOT_ATTEMPTED", "attempted"]
