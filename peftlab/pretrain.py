@@ -54,6 +54,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="dtype of the saved weights; the model card's figures are measured "
+                             "on the weights as saved")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -72,16 +75,19 @@ def main(argv=None) -> None:
     history = train(model, list(blocks), collate_blocks, steps=args.steps, lr=args.lr,
                     batch_size=args.batch_size, warmup=0.05, schedule="cosine",
                     weight_decay=0.01, seed=args.seed, device="cpu", desc="pretraining")
+    save_dtype = getattr(torch, args.save_dtype)
+    # Round to the saved dtype first, so the card describes exactly what loads from disk.
+    model = model.to(save_dtype).to(torch.float32)
     figures = measure(model, tokenizer, heldout_texts)
     print(json.dumps(figures))
 
     out = MODELS_DIR / args.name
-    model.save_pretrained(out)
+    model.to(save_dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
     facts = {"name": args.name, "parameters": n_params, "vocabulary": len(tokenizer),
              "corpus_tokens": int(blocks.numel()), "steps": args.steps, "batch_size": args.batch_size,
              "block": args.block, "tokens_seen": args.steps * args.batch_size * args.block,
-             "lr": args.lr, "seed": args.seed, "threads": args.threads,
+             "lr": args.lr, "seed": args.seed, "threads": args.threads, "saved_dtype": args.save_dtype,
              "train_seconds": round(history.seconds), "final_train_loss": round(history.loss[-1], 3),
              "date": started, "torch": torch.__version__, **figures}
     (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
@@ -105,6 +111,7 @@ real `transformers` model offline, in seconds, on a laptop CPU.
 | vocabulary | {f['vocabulary']} word-level tokens (`tokenizer.json`) |
 | data | {f['corpus_tokens']:,} corpus tokens, packed in blocks of {f['block']} |
 | training | {f['steps']} steps x {f['batch_size']} x {f['block']} tokens = {f['tokens_seen']:,} tokens (about {f['tokens_seen'] / f['corpus_tokens']:.1f} epochs); AdamW, lr {f['lr']}, cosine, seed {f['seed']} |
+| weights | stored as {f.get('saved_dtype', 'float32')}; `from_pretrained(..., dtype=torch.float32)` gives exactly these values in float32 |
 | time | {f['train_seconds']} s on {f['threads']} CPU threads (torch {f['torch']}, {f['date']}) |
 | final training loss | {f['final_train_loss']} |
 | held-out perplexity | {f['heldout_perplexity']} (`data/corpus/heldout.jsonl`) |
@@ -113,7 +120,7 @@ real `transformers` model offline, in seconds, on a laptop CPU.
 | sentiment, zero-shot | {f['sentiment_zero_shot']:.1%} (label words "positive"/"negative"; chance is 50%) |
 
 All figures come from `training.json`, written by the same run. Load it with
-`AutoModelForCausalLM.from_pretrained("{f['name']}'s folder")` or `peftlab.load_base_model()`.
+`AutoModelForCausalLM.from_pretrained("{f['name']}'s folder")` or `peftlab.load_base_model("{f['name']}")`.
 Re-running the script on another machine gives a model of the same quality; bit-identical weights
 need the same torch version and thread count.
 """

@@ -20,6 +20,10 @@ BASE_MODEL = "pico-llama-1m"
 ARCHITECTURES = {
     "pico-llama-1m": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                           num_attention_heads=4, num_key_value_heads=2),
+    # Four times larger, same depth, same tokenizer and corpus: the second point of the scale
+    # studies (notebook 08). Stored in bfloat16 to keep data/ small; it loads as float32.
+    "pico-llama-4m": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2),
 }
 
 

@@ -1,21 +1,31 @@
-"""The bundled base model: loads offline like a hub model and meets the quality bars of the card."""
+"""The bundled base models: load offline like hub models and meet the quality bars of their cards."""
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from peftlab import evaluate, load_base_model
 from peftlab.data import LABEL_WORDS, load_corpus, load_task
-from peftlab.zoo import model_path
+from peftlab.zoo import ARCHITECTURES, model_path
+
+MODELS = list(ARCHITECTURES)
 
 
-@pytest.fixture(scope="module")
-def base():
-    return load_base_model()
+@pytest.fixture(scope="module", params=MODELS)
+def base(request):
+    return (request.param, *load_base_model(request.param))
 
 
-def test_loads_with_auto_classes_from_its_folder():
-    path = model_path()
+def test_every_architecture_is_bundled():
+    assert MODELS == ["pico-llama-1m", "pico-llama-4m"]
+    for name in MODELS:
+        assert (model_path(name) / "config.json").exists()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loads_with_auto_classes_from_its_folder(name):
+    path = model_path(name)
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert isinstance(model, LlamaForCausalLM)
@@ -24,30 +34,55 @@ def test_loads_with_auto_classes_from_its_folder():
                             skip_special_tokens=True) == "The capital of Peru is Lima ."
 
 
+def test_the_models_share_one_tokenizer():
+    # Same corpus, same tokenizer: scale studies compare models, not vocabularies.
+    files = [(model_path(name) / "tokenizer.json").read_bytes() for name in MODELS]
+    assert all(f == files[0] for f in files)
+
+
+def test_the_larger_model_is_stored_in_bfloat16_and_loads_exactly_in_float32():
+    model, _ = load_base_model("pico-llama-4m")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for p in model.parameters():   # every value is a bfloat16 value: nothing was lost on the way
+        assert torch.equal(p, p.to(torch.bfloat16).float())
+
+
+def test_the_larger_model_has_more_parameters_and_lower_perplexity():
+    facts = {name: json.loads((model_path(name) / "training.json").read_text()) for name in MODELS}
+    small, large = facts["pico-llama-1m"], facts["pico-llama-4m"]
+    assert large["parameters"] >= 3 * small["parameters"]
+    assert large["tokens_seen"] == small["tokens_seen"]   # the same data budget
+    assert large["heldout_perplexity"] < small["heldout_perplexity"]
+
+
 def test_unknown_model_name_lists_the_bundled_ones():
     with pytest.raises(FileNotFoundError, match="pico-llama-1m"):
         model_path("gpt2")
 
 
 def test_fact_recall_is_at_least_80_percent(base):
-    assert evaluate.fact_recall(*base) >= 0.80
+    _, model, tokenizer = base
+    assert evaluate.fact_recall(model, tokenizer) >= 0.80
 
 
 def test_sentiment_zero_shot_is_near_chance(base):
-    acc = evaluate.label_accuracy(*base, load_task("sentiment")["test"], LABEL_WORDS)
+    _, model, tokenizer = base
+    acc = evaluate.label_accuracy(model, tokenizer, load_task("sentiment")["test"], LABEL_WORDS)
     assert acc <= 0.50 + 0.15
 
 
 def test_capitals_probe_is_clearly_below_fact_recall(base):
+    _, model, tokenizer = base
     probe = [r for split in load_task("capitals").values() for r in split]
-    assert evaluate.exact_match(*base, probe) <= evaluate.fact_recall(*base) - 0.3
+    assert evaluate.exact_match(model, tokenizer, probe) <= evaluate.fact_recall(model, tokenizer) - 0.3
 
 
 def test_model_card_reports_what_the_model_does(base):
-    facts = json.loads((model_path() / "training.json").read_text())
-    card = (model_path() / "README.md").read_text()
+    name, model, tokenizer = base
+    facts = json.loads((model_path(name) / "training.json").read_text())
+    card = (model_path(name) / "README.md").read_text()
     assert f"{facts['parameters']:,}" in card and str(facts["heldout_perplexity"]) in card
-    assert facts["parameters"] == sum(p.numel() for p in base[0].parameters())
-    assert evaluate.fact_recall(*base) == pytest.approx(facts["fact_recall"], abs=1e-3)
+    assert facts["parameters"] == sum(p.numel() for p in model.parameters())
+    assert evaluate.fact_recall(model, tokenizer) == pytest.approx(facts["fact_recall"], abs=1e-3)
     heldout = list(load_corpus()["heldout"]["text"])
-    assert evaluate.perplexity(*base, heldout) == pytest.approx(facts["heldout_perplexity"], rel=1e-3)
+    assert evaluate.perplexity(model, tokenizer, heldout) == pytest.approx(facts["heldout_perplexity"], rel=1e-3)
