@@ -44,6 +44,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("notebook wall time (kernel start + all cells)")
     width = max(len(p) for p in _notebook_seconds)
     for path, seconds in sorted(_notebook_seconds.items()):
-        flag = "   <-- over the 2-minute ceiling" if seconds > 120 else ""
+        flag = "   <-- over the 90 s bar" if seconds > 90 else ""
         tr.write_line(f"{path:<{width}}  {seconds:7.1f} s{flag}")
     tr.write_line(f"{'total':<{width}}  {sum(_notebook_seconds.values()):7.1f} s")
