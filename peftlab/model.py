@@ -26,25 +26,12 @@ from .hf_format import load_adapter_weights, read_adapter, save_adapter
 from .inject import find_modules_to_save, find_targets, refuse_double_injection, replace_module
 from .memory import parameter_counts
 from .tuners import LAYER_METHODS, PROMPT_METHODS
-from .tuners.base import BASE_ADAPTER_NAME, AdapterLayer, ModulesToSaveWrapper, bias_parameters
+from .tuners.base import BASE_ADAPTER_NAME, AdapterLayer, ModulesToSaveWrapper, PassThrough, bias_parameters
 
 WRAPPERS = (AdapterLayer, ModulesToSaveWrapper)
 
 
-class _PassThrough(nn.Module):
-    """Attribute access falls through to the wrapped model (`peft_model.config` works)."""
-    _inner = ""
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == self._inner:
-                raise
-            return getattr(getattr(self, self._inner), name)
-
-
-class TunerModel(_PassThrough):
+class TunerModel(PassThrough):
     """The middle of PeftModel.base_model.model (peft calls it LoraModel, IA3Model...)."""
     _inner = "model"
 
@@ -56,7 +43,7 @@ class TunerModel(_PassThrough):
         return self.model(*args, **kwargs)
 
 
-class PeftModel(_PassThrough):
+class PeftModel(PassThrough):
     """Your model (`get_base_model()`) with named adapters; see the module docstring."""
     _inner = "base_model"
 

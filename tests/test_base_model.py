@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from peftlab import evaluate, load_base_model
@@ -41,6 +42,8 @@ def test_the_models_share_one_tokenizer():
 
 
 def test_the_larger_model_is_stored_in_bfloat16_and_loads_exactly_in_float32():
+    with safe_open(model_path("pico-llama-4m") / "model.safetensors", framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     model, _ = load_base_model("pico-llama-4m")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     for p in model.parameters():   # every value is a bfloat16 value: nothing was lost on the way

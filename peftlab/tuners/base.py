@@ -43,8 +43,24 @@ def compute_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(weight.dtype, torch.float32)
 
 
-class AdapterLayer(nn.Module):
+class PassThrough(nn.Module):
+    """A wrapper whose missing attributes are read from the module it wraps (named by `_inner`):
+    code around a wrapped layer may read `in_features`, `weight`, `padding_idx`..., and
+    `peft_model.config` reads the model's config."""
+    _inner = ""
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == self._inner:
+                raise
+            return getattr(getattr(self, self._inner), name)
+
+
+class AdapterLayer(PassThrough):
     """A base layer plus any number of named adapters of one method."""
+    _inner = "base_layer"
     adapter_param_names: tuple[str, ...] = ()   # dicts {adapter name: trained weights}
     other_adapter_dicts: tuple[str, ...] = ()   # other per-adapter dicts (scaling, dropout...)
 
@@ -56,15 +72,6 @@ class AdapterLayer(nn.Module):
         self.merged_adapters: list[str] = []     # folded into base_layer.weight right now
         self.disabled = False
         self.batch_adapter_names: list[str] | None = None   # one adapter name per example
-
-    def __getattr__(self, name):
-        # Code around the layer may read base attributes (in_features, padding_idx, weight...).
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
 
     # --- what a method implements ---------------------------------------------------------
     def update_layer(self, adapter_name: str, config) -> None:
@@ -184,9 +191,10 @@ class AdapterLayer(nn.Module):
             self.merged_adapters = []
 
 
-class ModulesToSaveWrapper(nn.Module):
+class ModulesToSaveWrapper(PassThrough):
     """Keeps the original module and one trainable full copy per adapter (peft's layout:
     `classifier.original_module.weight`, `classifier.modules_to_save.default.weight`)."""
+    _inner = "original_module"
 
     def __init__(self, original_module: nn.Module):
         super().__init__()
@@ -195,15 +203,6 @@ class ModulesToSaveWrapper(nn.Module):
         self.active_adapters: list[str] = []
         self.disabled = False
         self.batch_adapter_names: list[str] | None = None
-
-    def __getattr__(self, name):
-        # As for AdapterLayer: code around the module may read its attributes (weight, ...).
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "original_module":
-                raise
-            return getattr(self.original_module, name)
 
     def update_layer(self, adapter_name: str, config=None) -> None:
         self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
