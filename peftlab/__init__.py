@@ -1,30 +1,51 @@
 """peftlab: Parameter-Efficient Fine-Tuning, built from scratch to be read and learned.
 
 The public API mirrors Hugging Face `peft` on purpose: code written against one runs against
-the other by changing the import.
+the other by changing the import. docs/ARCHITECTURE.md explains how the library is built and
+how a new method plugs in (the extension points are exported here too).
 """
+from . import evaluate
 from .batching import PromptTargetCollator
+from .config import PeftConfig, PeftType, TaskType
 from .data import load_corpus, load_task
+from .evaluate import exact_match, fact_recall, label_accuracy, perplexity
+from .hf_format import get_peft_model_state_dict, set_peft_model_state_dict
+from .lora_plus import create_loraplus_param_groups
 from .memory import memory_breakdown, parameter_counts
+from .model import PeftModel, get_peft_model
 from .runtime import pick_device, seed_everything, setup_notebook
 from .train import History, train
+from .tuners import (
+                     BaseTuner,
+                     BaseTunerLayer,
+                     IA3Config,
+                     LayerMethodConfig,
+                     LayerTuner,
+                     LoraConfig,
+                     ModulesToSaveWrapper,
+                     PrefixTuningConfig,
+                     PromptEncoderConfig,
+                     PromptEncoderReparameterizationType,
+                     PromptLearningConfig,
+                     PromptLearningTuner,
+                     PromptTuningConfig,
+                     PromptTuningInit,
+                     SoftPromptEncoder,
+                     register_method,
+)
 from .zoo import BASE_MODEL, load_base_model
 
 __all__ = [
-    "PromptTargetCollator", "load_corpus", "load_task", "memory_breakdown", "parameter_counts",
-    "pick_device", "seed_everything", "setup_notebook", "History", "train", "BASE_MODEL",
-    "load_base_model",
+    # the workbook: model, data, training, measuring
+    "BASE_MODEL", "load_base_model", "load_corpus", "load_task", "PromptTargetCollator", "train", "History",
+    "evaluate", "perplexity", "label_accuracy", "exact_match", "fact_recall", "parameter_counts", "memory_breakdown",
+    "pick_device", "seed_everything", "setup_notebook",
+    # adapters, with peft's names
+    "get_peft_model", "PeftModel", "PeftConfig", "PeftType", "TaskType", "get_peft_model_state_dict",
+    "set_peft_model_state_dict", "LoraConfig", "IA3Config", "PromptTuningConfig", "PromptTuningInit",
+    "PromptEncoderConfig", "PromptEncoderReparameterizationType", "PrefixTuningConfig",
+    "create_loraplus_param_groups",
+    # extension points: a new method subclasses these and registers its tuner
+    "register_method", "BaseTuner", "LayerTuner", "PromptLearningTuner", "BaseTunerLayer",
+    "ModulesToSaveWrapper", "SoftPromptEncoder", "LayerMethodConfig", "PromptLearningConfig",
 ]
-
-# --- adapter methods (get_peft_model, PeftModel, configs) are exported below this line ---
-from .config import LoraConfig, PeftConfig, PromptLearningConfig, TaskType
-from .hf_format import get_peft_model_state_dict
-from .lora_plus import create_loraplus_param_groups
-from .model import PeftModel, get_peft_model
-from .tuners import (PrefixTuningConfig, PromptEncoderConfig, PromptEncoderReparameterizationType,
-                     PromptTuningConfig, PromptTuningInit)
-
-__all__ += ["LoraConfig", "PeftConfig", "TaskType", "get_peft_model_state_dict",
-            "create_loraplus_param_groups", "PeftModel", "get_peft_model"]
-__all__ += ["PromptLearningConfig", "PromptTuningConfig", "PromptTuningInit", "PromptEncoderConfig",
-            "PromptEncoderReparameterizationType", "PrefixTuningConfig"]

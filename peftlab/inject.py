@@ -4,13 +4,18 @@ Rules (the same as `peft`'s, so a config means the same thing in both libraries)
 - a list of names: a module matches an entry if its full name equals it or ends with
   "." + entry, so "q_proj" matches every "model.layers.<i>.self_attn.q_proj";
 - a string: a regular expression that must match the whole module name;
-- "all-linear": every nn.Linear and transformers Conv1D except the output head (the module
-  `get_output_embeddings()` returns: adapting the vocabulary projection is rarely wanted);
+- "all-linear": every linear layer the method can wrap (nn.Linear, transformers' Conv1D...)
+  except the output head (the module `get_output_embeddings()` returns: adapting the
+  vocabulary projection is rarely wanted);
 - `exclude_modules` (same syntax) removes matches; modules inside `modules_to_save` are never
   wrapped (they are trained in full anyway);
 - `layers_to_transform` keeps layers whose index, the number after `layers_pattern` in the
   name (default: the first ".<name>.<number>." after the model's top module, e.g. ".h.3."),
-  is listed.
+  is listed;
+- None: the method's default targets for the model's architecture (`model.config.model_type`).
+
+What a method can wrap, its defaults and its "all-linear" types come from its tuner class
+(tuners/layer_tuner.py): every error names that method and lists what it could wrap instead.
 
 Everything is checked before anything is swapped, so a bad config leaves the model untouched;
 error messages list the closest module names and what can be targeted.
@@ -20,14 +25,7 @@ import re
 
 from torch import nn
 
-from .tuners.base import AdapterLayer, ModulesToSaveWrapper
-
-# Targets used when target_modules is None, for a few architectures (subset of peft's table).
-DEFAULT_TARGETS = {
-    "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
-    "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
-}
+from .tuners.wrapper import AdapterWrapper
 
 
 def name_matches(name: str, targets) -> bool:
@@ -56,7 +54,7 @@ def visible_modules(model: nn.Module) -> dict[str, nn.Module]:
     for name, module in model.named_modules():
         if not name or (hidden and name.startswith(hidden)):
             continue
-        if isinstance(module, (AdapterLayer, ModulesToSaveWrapper)):
+        if isinstance(module, AdapterWrapper):
             hidden += (name + ".",)
             module = getattr(module, "base_layer", module)
         out[name] = module
@@ -98,23 +96,28 @@ def _unknown_target_error(model, target, names, supported, method) -> ValueError
         f"Layers {method} can wrap in this model: {_targetable(model, supported)}.")
 
 
-def find_targets(model: nn.Module, config, supported: tuple, method: str = "this method") -> list[str]:
-    """Names of the modules `config` selects, checked: every list entry must match something,
-    and every match must be of a `supported` type."""
+def find_targets(model: nn.Module, config, tuner) -> list[str]:
+    """Names of the modules `config` selects for the method of `tuner` (a LayerTuner class or
+    instance), checked: every list entry must match something, and every match must be of a
+    layer type the method wraps."""
+    supported, method = tuple(tuner.layers), tuner.config_class.peft_type
     modules = visible_modules(model)
     names = list(modules)
     targets = config.target_modules
     if targets is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in DEFAULT_TARGETS:
-            raise ValueError(f"target_modules is required for {type(model).__name__} (no default "
+        if model_type not in tuner.default_targets:
+            raise ValueError(f"target_modules is required for {type(model).__name__} with {method} (no default "
                              f"for it). Layers {method} can wrap: {_targetable(model, supported)}.")
-        targets = DEFAULT_TARGETS[model_type]
+        targets = tuner.default_targets[model_type]
 
     if targets == "all-linear":
         head = output_head_name(model)
-        linear = supported_linear_types()
+        linear = tuner.all_linear_types()
         selected = [n for n in names if isinstance(modules[n], linear) and n != head]
+        if not selected:
+            raise ValueError(f"target_modules='all-linear' finds no linear layer that {method} can wrap in "
+                             f"{type(model).__name__}. Layers {method} can wrap: {_targetable(model, supported)}.")
     else:
         selected = [n for n in names if name_matches(n, targets)]
         if isinstance(targets, str) and not selected:
@@ -126,7 +129,7 @@ def find_targets(model: nn.Module, config, supported: tuple, method: str = "this
     saved = config.modules_to_save or []
     selected = [n for n in selected if not name_matches(n, config.exclude_modules)
                 and not any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", n) for m in saved)]
-    if config.layers_to_transform is not None:
+    if getattr(config, "layers_to_transform", None) is not None:
         wanted = config.layers_to_transform
         wanted = [wanted] if isinstance(wanted, int) else wanted
         found = sorted({i for n in selected if (i := layer_index(n, config.layers_pattern)) is not None})
@@ -166,19 +169,13 @@ def refuse_double_injection(model: nn.Module) -> None:
     if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):   # a PeftModel
         raise ValueError("get_peft_model received a PeftModel. To add another adapter use "
                          "peft_model.add_adapter(name, config); to start over use peft_model.unload().")
-    wrappers = (AdapterLayer, ModulesToSaveWrapper)
-    wrapped = next((n for n, m in model.named_modules() if isinstance(m, wrappers)), None)
+    wrapped = next((n for n, m in model.named_modules() if isinstance(m, AdapterWrapper)), None)
     if wrapped is not None:
         raise ValueError(
             f"This model already contains peftlab adapter layers (e.g. {wrapped!r}). get_peft_model "
             "changes the model in place, so running it twice (a re-run notebook cell) would stack "
             "adapters. Recreate the base model (re-run the cell that loads it), or get it back "
             "with peft_model.unload(); to add a second adapter use peft_model.add_adapter(name, config).")
-
-
-def supported_linear_types() -> tuple:
-    from transformers.pytorch_utils import Conv1D
-    return (nn.Linear, Conv1D)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

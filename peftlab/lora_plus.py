@@ -12,15 +12,19 @@ separate learning rate for embedding adapters.
 """
 from torch import nn
 
+from .tuners.lora import LoraLayer
+
 
 def create_loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio: float = 16.0,
                                  weight_decay: float = 0.0) -> list[dict]:
-    """Two optimizer groups over the trainable parameters: B matrices at lr * ratio, the rest at lr."""
+    """Two optimizer groups over the trainable parameters: B matrices at lr * ratio, the rest at lr.
+    B is found by its role in each LoRA layer (`layer.B(name)`), not by the parameter's name."""
+    b_factors = {id(layer.B(name)) for layer in model.modules() if isinstance(layer, LoraLayer)
+                 for name in layer.adapters}
     groups = {"B": [], "rest": []}
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
-            is_b = ".lora_B." in name or ".lora_embedding_B." in name
-            groups["B" if is_b else "rest"].append(param)
+            groups["B" if id(param) in b_factors else "rest"].append(param)
     if not groups["B"]:
         raise ValueError("No trainable LoRA B matrix found: is this a LoRA PeftModel with an active, "
                          "trainable adapter?")

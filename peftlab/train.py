@@ -4,6 +4,11 @@ It trains whatever requires grad (full fine-tuning, LoRA, prompts... the method 
 freezing the rest), so the loop itself never changes from one notebook to the next:
 AdamW over the trainable parameters, linear warmup then cosine or linear decay, gradient
 clipping, evaluation every `eval_every` steps, and a `History` of everything that happened.
+
+Two hooks let a method take part without the loop knowing anything about it: `extra_loss()`
+is added to the model's loss before the backward pass (a regulariser, such as AdaLoRA's
+orthogonality penalty), and `on_step(step)` runs after each optimizer step while the
+gradients are still there (a schedule, such as AdaLoRA's rank budget).
 """
 import math
 import time
@@ -24,6 +29,7 @@ class History:
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)   # {"step": s, metric: value, ...}
+    extra_loss: list[float] = field(default_factory=list)   # extra_loss() per step, when given
     seconds: float = 0.0                              # wall time of the whole run
     eval_seconds: float = 0.0                         # ... of which spent evaluating
     tokens: int = 0                                   # non-padding input tokens seen
@@ -37,9 +43,6 @@ class History:
         rows = [e for e in self.evals if name in e]
         return [e["step"] for e in rows], [e[name] for e in rows]
 
-    @property
-    def last_eval(self) -> dict:
-        return self.evals[-1] if self.evals else {}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -72,14 +75,18 @@ def train(model: torch.nn.Module, data: Sequence, collate: Callable, *, steps: i
           lr: float, batch_size: int = 32, warmup: float | int = 0.05, schedule: str = "cosine",
           weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
           param_groups: list[dict] | None = None, evaluate: Callable[[], dict] | None = None,
-          eval_every: int | None = None, seed: int = 0, device: str | torch.device | None = None,
-          progress: bool = True, desc: str = "training") -> History:
+          eval_every: int | None = None, extra_loss: Callable[[], torch.Tensor] | None = None,
+          on_step: Callable[[int], None] | None = None, seed: int = 0,
+          device: str | torch.device | None = None, progress: bool = True, desc: str = "training") -> History:
     """Train `model` for `steps` optimizer steps and return the History.
 
     `collate` turns a list of rows into a dict of tensors the model accepts (with `labels`);
     the model must return an object with `.loss` (every `transformers` model does).
     `param_groups` overrides the default single group (used by LoRA+, for instance).
     `evaluate()` returns a dict of metrics; it runs every `eval_every` steps and at the end.
+    `extra_loss()` (a scalar tensor) is added to the loss that is backpropagated; History.loss
+    keeps the model's own loss and History.extra_loss the added term. `on_step(step)` is
+    called after each optimizer step (step = 1, 2, ...), before the gradients are cleared.
     """
     seed_everything(seed)
     device = torch.device(device) if device is not None else pick_device()
@@ -111,10 +118,17 @@ def train(model: torch.nn.Module, data: Sequence, collate: Callable, *, steps: i
             g["lr"] = g["peak_lr"] * factor
         batch = {k: v.to(device) for k, v in next(batches).items()}
         loss = model(**batch).loss
-        loss.backward()
+        total = loss
+        if extra_loss is not None:
+            added = extra_loss()
+            history.extra_loss.append(added.item())
+            total = loss + added
+        total.backward()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1)
         optimizer.zero_grad(set_to_none=True)
 
         history.steps.append(step + 1)

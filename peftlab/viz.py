@@ -36,7 +36,8 @@ def plot_history(history: History, metric: str | None = None, label: str | None 
 def plot_bars(values: dict[str, float], ylabel: str, title: str, ax=None, fmt: str = "{:.2f}"):
     """One bar per entry, value written on top."""
     ax = ax or plt.subplots()[1]
-    bars = ax.bar(list(values), list(values.values()), color=plt.rcParams["axes.prop_cycle"].by_key()["color"][:len(values)])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"][:len(values)]
+    bars = ax.bar(list(values), list(values.values()), color=colors)
     for bar, v in zip(bars, values.values()):
         ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=9)

@@ -2,7 +2,8 @@
 import pytest
 
 from peftlab import load_base_model
-from peftlab.exercises import nb00_welcome, nb01_full_finetuning as nb01
+from peftlab.exercises import nb00_welcome
+from peftlab.exercises import nb01_full_finetuning as nb01
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,13 @@ from lora_testutils import build, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftlab import LoraConfig, get_peft_model
+from peftlab import IA3Config, LoraConfig, get_peft_model
 from peftlab.inject import find_targets, layer_index, replace_module
-from peftlab.tuners import LAYER_METHODS
-
-LORA_TYPES = tuple(LAYER_METHODS["LORA"])
+from peftlab.tuners import IA3Model, LoraModel
 
 
 def targets(model, **kw):
-    return find_targets(model, LoraConfig(**kw), LORA_TYPES, "LORA")
+    return find_targets(model, LoraConfig(**kw), LoraModel)
 
 
 def test_list_entries_match_full_names_or_dotted_suffixes():
@@ -85,8 +83,24 @@ def test_exclude_modules_and_modules_to_save_are_not_wrapped():
 def test_default_targets_for_known_architectures_only():
     assert targets(build("llama"), target_modules=None) == [
         f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
-    with pytest.raises(ValueError, match="target_modules is required for MLP"):
+    with pytest.raises(ValueError, match="target_modules is required for MLP with LORA"):
         targets(build("mlp"), target_modules=None)
+
+
+def test_defaults_all_linear_and_errors_follow_the_method():
+    """Each method registers its own layer types and defaults: IA3 wraps no embedding, and its
+    Llama default is k, v and down_proj (peft's table), not LoRA's q and v."""
+    llama = build("llama")
+    assert find_targets(llama, IA3Config(), IA3Model) == [
+        f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")]
+    all_linear = find_targets(llama, IA3Config(target_modules="all-linear"), IA3Model)
+    assert all_linear == targets(llama, target_modules="all-linear")
+    with pytest.raises(ValueError) as err:
+        find_targets(llama, IA3Config(target_modules=["embed_tokens"]), IA3Model)
+    assert "IA3 wraps only nn.Linear, transformers.Conv1D" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        find_targets(llama, IA3Config(target_modules=["q_prj"]), IA3Model)
+    assert "Layers IA3 can wrap" in str(err.value) and "(Embedding)" not in str(err.value)
 
 
 def test_wrapper_insides_are_not_targets():

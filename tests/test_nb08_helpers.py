@@ -1,7 +1,6 @@
 """Library support and exercise checkers for notebook 08 (prompt tuning)."""
 import copy
 
-import pytest
 import torch
 
 from peftlab import PromptTuningConfig, get_peft_model, load_base_model

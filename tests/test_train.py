@@ -75,3 +75,19 @@ def test_param_groups_override_learning_rates():
                     schedule="constant", param_groups=[{"params": [model.head.weight], "lr": 0.5},
                                                        {"params": [model.head.bias]}])
     assert history.lr == [0.5] * 5   # the first group's own learning rate
+
+
+def test_extra_loss_and_step_callback_let_a_method_take_part():
+    """extra_loss() joins the backward pass; on_step(step) runs after each optimizer step, while
+    the gradients are still there (what AdaLoRA's budget schedule needs), then they are cleared."""
+    model, seen = Regression(), []
+
+    def on_step(step):
+        seen.append((step, float(model.head.bias.grad)))
+
+    history = train(model, data(), collate, steps=3, lr=0.01, progress=False, device="cpu", max_grad_norm=None,
+                    extra_loss=lambda: 1000.0 * model.head.bias.sum(), on_step=on_step)
+    assert [s for s, _ in seen] == [1, 2, 3]
+    assert all(g > 900 for _, g in seen)   # d(1000 * bias)/d(bias) = 1000, plus the task's small gradient
+    assert len(history.extra_loss) == 3 and len(history.loss) == 3   # the task's loss is kept apart
+    assert model.head.bias.grad is None   # cleared after the callback

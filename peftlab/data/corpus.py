@@ -11,8 +11,21 @@ formats belong to the tasks (see tasks.py) and a test checks they never occur in
 """
 import random
 
-from .vocab import (ANIMALS, ASPECTS, COLORS, FEEL_BAD, FEEL_GOOD, ITEMS, NAMES, NEGATIVE,
-                    NUMBERS, PLACES, POSITIVE, PRONOUN, WORKS)
+from .vocab import (
+    ANIMALS,
+    ASPECTS,
+    COLORS,
+    FEEL_BAD,
+    FEEL_GOOD,
+    ITEMS,
+    NAMES,
+    NEGATIVE,
+    NUMBERS,
+    PLACES,
+    POSITIVE,
+    PRONOUN,
+    WORKS,
+)
 from .world import COUNTRIES
 
 # Fact templates: {c} country, {k} capital, {n} continent. The probing task's template

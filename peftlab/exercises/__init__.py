@@ -4,8 +4,16 @@ A checker never raises on a wrong answer: it prints what it found and a hint, an
 True/False. An untouched stub (the answer is still `None`, or the function still raises
 NotImplementedError) prints "not attempted yet", so the notebook runs end to end as shipped.
 """
-from . import (nb00_welcome, nb01_full_finetuning, nb02_lora_from_scratch, nb03_lora_on_a_transformer,
-               nb04_inside_lora, nb08_prompt_tuning, nb09_p_tuning, nb10_prefix_tuning)
+from . import (
+    nb00_welcome,
+    nb01_full_finetuning,
+    nb02_lora_from_scratch,
+    nb03_lora_on_a_transformer,
+    nb04_inside_lora,
+    nb08_prompt_tuning,
+    nb09_p_tuning,
+    nb10_prefix_tuning,
+)
 from .checking import NOT_ATTEMPTED, attempted
 
 __all__ = ["nb00_welcome", "nb01_full_finetuning", "nb02_lora_from_scratch", "nb03_lora_on_a_transformer",

@@ -3,8 +3,8 @@ import copy
 
 import torch
 
-from ..config import LoraConfig
 from ..model import get_peft_model
+from ..tuners import LoraConfig
 from .checking import Verdict, attempted, call_stub, report
 
 

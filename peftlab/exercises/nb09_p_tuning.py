@@ -49,7 +49,7 @@ def check_prepend_prompt(fn) -> Verdict:
     if not torch.equal(new_mask.long(), expected_mask):
         return report("prepend the prompt", False,
                       "the virtual tokens are always visible: P ones in front, then the original mask.")
-    return report("prepend the prompt", True, "this is what peftlab.soft_prompts.forward does before the frozen model.")
+    return report("prepend the prompt", True, "this is what peftlab.tuners.soft_prompts.forward does before the frozen model.")
 
 
 def check_nearest_tokens(fn) -> Verdict:

@@ -1,19 +1,31 @@
-"""PEFT methods, one module per family; importing registers them.
+"""PEFT methods, one module per method, and the two families they belong to; importing registers them.
 
-Layer methods (wrap existing layers): base.py is what they share (named adapters, merge, mixed
-batches, modules_to_save); lora.py: LoRA, rsLoRA, PiSSA init; dora.py: DoRA's arithmetic.
-Soft-prompt methods (add virtual tokens, wrap nothing): prompt_base.py is what they share;
-prompt_tuning.py, p_tuning.py, prefix_tuning.py (also P-tuning v2). How a model runs them is
-in peftlab/soft_prompts.py.
+The core (read docs/ARCHITECTURE.md for the tour):
+- tuner.py: BaseTuner, what PeftModel hands every call to; registry.py: peft_type -> tuner;
+- layer methods (wrap existing layers): layer_tuner.py (the family), layer_config.py (what their
+  configs share), layer.py (the layer contract and the base-weight seam), wrapper.py /
+  modules_to_save.py (bookkeeping, full copies);
+- soft prompts (add virtual tokens, wrap nothing): prompt_learning.py (the family),
+  soft_prompts.py (virtual tokens in forward and generate).
+The methods: lora.py (LoRA, rsLoRA), dora.py (the DoRA variant), pissa.py (PiSSA init), ia3.py;
+prompt_tuning.py, p_tuning.py, prefix_tuning.py (also P-tuning v2).
 """
-from . import lora, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401  (register their methods)
-from .base import LAYER_METHODS, AdapterLayer, ModulesToSaveWrapper, register_layer_method
+from . import ia3, lora, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401  (register their methods)
+from .ia3 import IA3Config, IA3Model
+from .layer import BaseTunerLayer
+from .layer_config import LayerMethodConfig
+from .layer_tuner import LayerTuner
+from .lora import LoraConfig, LoraModel
+from .modules_to_save import ModulesToSaveWrapper
 from .p_tuning import PromptEncoderConfig, PromptEncoderReparameterizationType
 from .prefix_tuning import PrefixTuningConfig
-from .prompt_base import PROMPT_METHODS, SoftPromptEncoder, register_prompt_method
+from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
 from .prompt_tuning import PromptTuningConfig, PromptTuningInit
+from .registry import TUNERS, register_method, tuner_for
+from .tuner import BaseTuner
 
-__all__ = ["LAYER_METHODS", "AdapterLayer", "ModulesToSaveWrapper", "register_layer_method",
-           "PROMPT_METHODS", "SoftPromptEncoder", "register_prompt_method", "PromptTuningConfig",
+__all__ = ["BaseTuner", "BaseTunerLayer", "LayerMethodConfig", "LayerTuner", "ModulesToSaveWrapper",
+           "PromptLearningConfig", "PromptLearningTuner", "SoftPromptEncoder", "TUNERS", "register_method",
+           "tuner_for", "LoraConfig", "LoraModel", "IA3Config", "IA3Model", "PromptTuningConfig",
            "PromptTuningInit", "PromptEncoderConfig", "PromptEncoderReparameterizationType",
            "PrefixTuningConfig"]

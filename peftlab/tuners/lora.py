@@ -16,82 +16,160 @@ Wrappers (names and weight layout as in `peft`, so adapters load in both):
 - LoraEmbedding for nn.Embedding: an embedding is a linear map of a one-hot token, so the same
   A (r, vocab) and B (dim, r) apply; A is read by row lookup. peft names them
   `lora_embedding_A` / `lora_embedding_B` and, there, starts A at zero and B random.
-DoRA's arithmetic is in tuners/dora.py; PiSSA's initialisation is `LoraLinear.pissa_init`.
+Variants change the forward and the merge of one adapter: DoRA (tuners/dora.py). PiSSA
+(tuners/pissa.py) changes only the initialisation.
 
 Dtypes: for fp16/bf16 bases the adapter weights and the adapter's arithmetic are fp32 (see
-`base.compute_dtype`); the adapter's output is cast to the base output's dtype before adding.
+`layer.compute_dtype`); the sum is cast back to the base output's dtype.
 """
 import math
-import warnings
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from . import dora
-from .base import AdapterLayer, compute_dtype, register_layer_method
+from . import pissa
+from .dora import DoraVariant
+from .layer import BaseTunerLayer
+from .layer_config import LayerMethodConfig, LayerSelection, pattern_value
+from .layer_tuner import LayerTuner, record_fan_in_fan_out
+from .registry import register_method
+
+LORA_INITS = (True, False, "gaussian", "pissa")
 
 
-class LoraLayer(AdapterLayer):
-    """What LoRA's wrappers share: per-adapter rank, scale, init, DoRA magnitude, merging."""
-    other_adapter_dicts = ("r", "lora_alpha", "scaling", "use_dora", "lora_dropout")
+@dataclass
+class LoraConfig(LayerSelection, LayerMethodConfig):
+    """LoRA and its variants, as `peft.LoraConfig`.
 
-    def __init__(self, base_layer: nn.Module, transposed: bool):
-        super().__init__(base_layer, transposed)
-        self.r, self.lora_alpha, self.scaling, self.use_dora = {}, {}, {}, {}
+    r: rank of the update B @ A.   lora_alpha: the update is scaled by lora_alpha / r, or by
+    lora_alpha / sqrt(r) with use_rslora (rank-stabilized LoRA).
+    rank_pattern / alpha_pattern: {pattern: value} overriding r / lora_alpha for the modules
+        whose name ends with the pattern (a regular expression), e.g. {"down_proj": 16}.
+    use_dora: DoRA, weight-decomposed LoRA (arXiv:2402.09353), see tuners/dora.py.
+    init_lora_weights: True = A Kaiming-uniform, B = 0 (the update starts at zero);
+        "gaussian" = A ~ N(0, 1/r), B = 0; "pissa" = A, B from the top-r singular vectors of W
+        (arXiv:2404.02948; rewrites the base weight, see tuners/pissa.py); False = A and B both
+        random, so the adapter changes the output from the start (useful in tests only).
+    bias: "none", "all" (train every bias of the model) or "lora_only" (biases of the wrapped
+        layers). Trained biases are base weights: disabling the adapter does not undo them.
+    fan_in_fan_out: True when the base layer stores its weight as (in, out), like GPT-2's
+        Conv1D. peftlab detects Conv1D and records it in the adapter's config, as peft does.
+    """
+    peft_type: ClassVar[str] = "LORA"
+
+    r: int = 8
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    fan_in_fan_out: bool = False
+    bias: str = "none"
+    use_rslora: bool = False
+    use_dora: bool = False
+    init_lora_weights: bool | str = True
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_layer_selection()
+        ranks = [self.r, *(self.rank_pattern or {}).values()]
+        if any(not isinstance(r, int) or isinstance(r, bool) or r <= 0 for r in ranks):
+            raise ValueError(f"r (and every rank_pattern value) must be a positive integer, got {ranks}.")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.init_lora_weights not in LORA_INITS or isinstance(self.init_lora_weights, int) \
+                and not isinstance(self.init_lora_weights, bool):
+            raise ValueError(f"init_lora_weights={self.init_lora_weights!r} is not implemented in peftlab; "
+                             f"choose one of {', '.join(map(repr, LORA_INITS))}.")
+
+
+class LoraLayer(BaseTunerLayer):
+    """What LoRA's wrappers share: per-adapter rank, scale, dropout, variant; forward and merge."""
+    other_param_names = ("r", "lora_alpha", "scaling", "lora_dropout", "lora_variant", "dora_merge_norm")
+
+    def __init__(self, base_layer: nn.Module, module_name: str = ""):
+        super().__init__(base_layer, module_name)
+        self.r, self.lora_alpha, self.scaling, self.lora_variant = {}, {}, {}, {}
+        self.dora_merge_norm: dict[str, torch.Tensor] = {}   # DoRA: ||W + s B A|| when merged
         self.lora_dropout = nn.ModuleDict()
 
-    # A subclass stores the factors and says how to read them as matrices.
+    # A subclass stores the factors, says how to read them as matrices, and runs them.
     def A(self, name: str) -> torch.Tensor:     # (r, in)
         raise NotImplementedError
 
     def B(self, name: str) -> torch.Tensor:     # (out, r)
         raise NotImplementedError
 
+    def lora_input(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """What the factors read: x in the compute dtype, after dropout (ids for an embedding)."""
+        raise NotImplementedError
+
+    def lora_output(self, name: str, x_in: torch.Tensor) -> torch.Tensor:
+        """B A x_in, unscaled, without forming B A."""
+        raise NotImplementedError
+
+    def sees_base_input(self, name: str) -> bool:
+        """Do the factors read exactly what the base layer read (no dropout at work)?"""
+        return True
+
     def update_layer(self, name: str, config) -> None:
-        r = config.r
-        self.r[name], self.lora_alpha[name], self.use_dora[name] = r, config.lora_alpha, config.use_dora
-        self.scaling[name] = config.lora_alpha / (math.sqrt(r) if config.use_rslora else r)
+        r = pattern_value(config.rank_pattern, self.module_name, config.r)
+        alpha = pattern_value(config.alpha_pattern, self.module_name, config.lora_alpha)
+        self.r[name], self.lora_alpha[name] = r, alpha
+        self.scaling[name] = alpha / (math.sqrt(r) if config.use_rslora else r)
         p = config.lora_dropout
         self.lora_dropout[name] = nn.Dropout(p) if p > 0 else nn.Identity()
-        out_features, in_features = self.weight_matrix().shape
-        weight = self.base_layer.weight
-        self.create_factors(name, r, in_features, out_features, compute_dtype(weight), weight.device)
+        out_features, in_features = self.get_base_weight().shape
+        self.create_factors(name, r, in_features, out_features, self.compute_dtype, self.base_device)
         with torch.no_grad():
             self.init_factors(name, config.init_lora_weights)
-            if config.use_dora:   # after the init: PiSSA changes W, and m must match W + s B A
-                W = self.weight_matrix().to(compute_dtype(weight))
-                m = dora.initial_magnitude(W, self.delta_weight(name))              # (out,)
-                self.lora_magnitude_vector[name] = nn.Parameter(m)
+        if config.use_dora:   # after the init: PiSSA changes W, and m must match W + s B A
+            self.lora_variant[name] = DoraVariant
+            DoraVariant.init(self, name)
 
-    def delta_weight(self, name: str) -> torch.Tensor:
+    def get_delta_weight(self, name: str) -> torch.Tensor:
         return self.scaling[name] * (self.B(name) @ self.A(name))            # (out, in)
 
-    def merged_weight(self, name: str, weight: torch.Tensor) -> torch.Tensor:
-        if self.use_dora[name]:
-            return dora.merged_weight(self.lora_magnitude_vector[name], weight, self.delta_weight(name))
-        return weight + self.delta_weight(name)
+    def forward_adapters(self, names, x, *args, **kwargs):
+        result = self.base_layer(x, *args, **kwargs)
+        out_dtype = result.dtype
+        for name in names:
+            x_in = self.lora_input(name, x)
+            lora = self.lora_output(name, x_in)                               # (..., out)
+            variant = self.lora_variant.get(name)
+            if variant is None:   # result + s * lora in one op; fp32 if the base is bf16
+                result = torch.add(result, lora, alpha=self.scaling[name])
+            else:
+                result = variant.forward(self, name, x_in, result, lora)
+        return result.to(out_dtype)
 
-    def _add(self, name: str, result: torch.Tensor, lora: torch.Tensor, base_out) -> torch.Tensor:
-        """result + the adapter's contribution (plain LoRA, or DoRA given base_out() = W x)."""
-        if self.use_dora[name]:
-            weight = self.weight_matrix().to(lora.dtype)
-            with torch.no_grad():   # only the detached norm uses s B A: build no graph for it
-                delta = self.delta_weight(name)
-            lora = dora.dora_delta(self.lora_magnitude_vector[name], weight, delta, base_out(), lora)
-        return result + lora.to(result.dtype)
+    def merge_weights(self, name, weight, bias):
+        variant = self.lora_variant.get(name)
+        if variant is None:
+            return super().merge_weights(name, weight, bias)
+        return variant.merge(self, name, weight), bias
+
+    def unmerge_weights(self, name, weight, bias):
+        variant = self.lora_variant.get(name)
+        if variant is None:
+            return super().unmerge_weights(name, weight, bias)
+        return variant.unmerge(self, name, weight), bias
 
 
 class LoraLinear(LoraLayer):
     """LoRA around nn.Linear (weight (out, in)) or transformers' Conv1D (weight (in, out))."""
-    adapter_param_names = ("lora_A", "lora_B", "lora_magnitude_vector")
+    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
 
-    def __init__(self, base_layer: nn.Module):
-        super().__init__(base_layer, transposed=isinstance(base_layer, Conv1D))
+    def __init__(self, base_layer: nn.Module, module_name: str = ""):
+        super().__init__(base_layer, module_name)
         self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
         self.lora_magnitude_vector = nn.ParameterDict()   # DoRA's m, one (out,) vector per adapter
-        self.pissa_adapter = None     # set when PiSSA rewrote the base weight (see pissa_init)
+        self.pissa_adapter = None     # set when PiSSA rewrote the base weight (tuners/pissa.py)
 
     def A(self, name):
         return self.lora_A[name].weight
@@ -99,13 +177,14 @@ class LoraLinear(LoraLayer):
     def B(self, name):
         return self.lora_B[name].weight
 
-    def update_layer(self, name, config):
-        # The layer type tells how W is stored; fan_in_fan_out only records it for peft.
-        if self.transposed and not config.fan_in_fan_out:
-            config.fan_in_fan_out = True    # as peft does, so the saved config says the truth
-        elif config.fan_in_fan_out and not self.transposed:
-            warnings.warn("fan_in_fan_out=True is ignored for nn.Linear, which stores W as (out, in).")
-        super().update_layer(name, config)
+    def lora_input(self, name, x):
+        return self.lora_dropout[name](x.to(self.lora_A[name].weight.dtype))   # (..., in)
+
+    def lora_output(self, name, x_in):
+        return self.lora_B[name](self.lora_A[name](x_in))                   # (..., out)
+
+    def sees_base_input(self, name):
+        return isinstance(self.lora_dropout[name], nn.Identity) or not self.training
 
     def create_factors(self, name, r, in_features, out_features, dtype, device):
         self.lora_A[name] = nn.Linear(in_features, r, bias=False, dtype=dtype, device=device)
@@ -114,7 +193,7 @@ class LoraLinear(LoraLayer):
     def init_factors(self, name, init):
         A, B = self.A(name), self.B(name)
         if init == "pissa":
-            return self.pissa_init(name)
+            return pissa.init(self, name)
         if init is True:         # nn.Linear's own init for A; B = 0 makes the update start at 0
             nn.init.kaiming_uniform_(A, a=math.sqrt(5))
         elif init == "gaussian":
@@ -125,66 +204,16 @@ class LoraLinear(LoraLayer):
             return
         nn.init.zeros_(B)
 
-    def pissa_init(self, name: str) -> None:
-        """PiSSA (Meng et al. 2024, arXiv:2404.02948): start from W's principal components.
+    def base_forward(self, x, *args, **kwargs):
+        return pissa.original_output(self, x, self.base_layer(x, *args, **kwargs))
 
-        With the SVD W = U S V^T (out, in), the top r singular triples become the adapter,
-        s B A = U_r S_r V_r^T, and the base weight is *rewritten* to the residual
-        W - s B A, so the model's output is unchanged at init but training now moves the
-        directions that matter most. Because the base weight changed, we keep A0, B0 (the
-        initial factors) to give the original W back: `disable_adapter` adds s B0 A0 x to the
-        output, `unload` and `delete_adapter` write W back (up to float rounding), and
-        merging needs nothing special (residual + s B A is the trained weight).
-        """
-        weight = self.base_layer.weight
-        W = self.weight_matrix().to(compute_dtype(weight))           # (out, in)
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)          # (out, k), (k,), (k, in)
-        r, s = self.r[name], self.scaling[name]
-        root = (S[:r] / s).sqrt()                                     # so that s * B A = U_r S_r V_r^T
-        B, A = U[:, :r] * root, root[:, None] * Vh[:r]                # (out, r), (r, in)
-        self.A(name).copy_(A)
-        self.B(name).copy_(B)
-        residual = W - s * B @ A
-        weight.copy_((residual.T if self.transposed else residual).to(weight.dtype))
-        self.register_buffer("pissa_A0", A.clone(), persistent=False)
-        self.register_buffer("pissa_B0", B.clone(), persistent=False)
-        self.pissa_adapter, self.pissa_scaling = name, s
-
-    def restore_base(self, x, result):
-        if self.pissa_adapter is None:
-            return result
-        principal = F.linear(F.linear(x.to(self.pissa_A0.dtype), self.pissa_A0), self.pissa_B0)
-        return result + (self.pissa_scaling * principal).to(result.dtype)
-
-    @torch.no_grad()
     def restore_base_weight(self):
-        if self.pissa_adapter is not None:
-            weight = self.base_layer.weight
-            W = self.weight_matrix().to(compute_dtype(weight))
-            W = W + self.pissa_scaling * self.pissa_B0 @ self.pissa_A0          # residual + principal part
-            weight.copy_((W.T if self.transposed else W).to(weight.dtype))
-            del self.pissa_A0, self.pissa_B0
-            self.pissa_adapter = None
+        pissa.restore_base_weight(self)
 
     def delete(self, name):
         if name == self.pissa_adapter:
-            self.restore_base_weight()
+            pissa.restore_base_weight(self)
         super().delete(name)
-
-    def add_adapter_output(self, name, x, result):
-        x = self.lora_dropout[name](x.to(self.A(name).dtype))                 # (..., in)
-        lora = self.lora_B[name](self.lora_A[name](x)) * self.scaling[name]   # (..., out)
-
-        def base_out():   # W x without bias, on the same (dropped-out) input as the adapter
-            if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:
-                bias = self.base_layer.bias
-                # No bias: reuse `result` itself. Subtracting 0 would allocate a copy that autograd
-                # keeps for the backward pass: one extra activation per DoRA layer.
-                if bias is None:
-                    return result.to(lora.dtype)
-                return result.to(lora.dtype) - bias.to(lora.dtype)
-            return F.linear(x, self.weight_matrix().to(x.dtype))
-        return self._add(name, result, lora, base_out)
 
 
 class LoraEmbedding(LoraLayer):
@@ -192,10 +221,10 @@ class LoraEmbedding(LoraLayer):
 
     No dropout on this path (as in peft): dropping entries of a one-hot input is meaningless.
     """
-    adapter_param_names = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
 
-    def __init__(self, base_layer: nn.Embedding):
-        super().__init__(base_layer, transposed=True)   # stored (vocab, dim) = (in, out)
+    def __init__(self, base_layer: nn.Embedding, module_name: str = ""):
+        super().__init__(base_layer, module_name)
         self.lora_embedding_A, self.lora_embedding_B = nn.ParameterDict(), nn.ParameterDict()
         self.lora_magnitude_vector = nn.ParameterDict()   # DoRA's m, one (dim,) vector per adapter
 
@@ -204,6 +233,14 @@ class LoraEmbedding(LoraLayer):
 
     def B(self, name):
         return self.lora_embedding_B[name]
+
+    def lora_input(self, name, x):
+        return x                                                              # token ids
+
+    def lora_output(self, name, ids):
+        # Row lookup of A^T is A @ one_hot(x); padding_idx keeps the padding token's column fixed.
+        after_A = F.embedding(ids, self.A(name).T, padding_idx=self.base_layer.padding_idx)   # (..., r)
+        return after_A @ self.B(name).T                                                        # (..., dim)
 
     def create_factors(self, name, r, in_features, out_features, dtype, device):
         self.lora_embedding_A[name] = nn.Parameter(torch.empty(r, in_features, dtype=dtype, device=device))
@@ -219,11 +256,27 @@ class LoraEmbedding(LoraLayer):
             nn.init.zeros_(self.A(name))
         nn.init.normal_(self.B(name))
 
-    def add_adapter_output(self, name, x, result):
-        # Row lookup of A^T is A @ one_hot(x); padding_idx keeps the padding token's column fixed.
-        after_A = F.embedding(x, self.A(name).T, padding_idx=self.base_layer.padding_idx)   # (..., r)
-        lora = after_A @ self.B(name).T * self.scaling[name]                                  # (..., dim)
-        return self._add(name, result, lora, lambda: result.to(lora.dtype))
 
+@register_method
+class LoraModel(LayerTuner):
+    """LoRA's tuner: what it wraps, its default targets, its rules for a new adapter."""
+    config_class = LoraConfig
+    layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, nn.Embedding: LoraEmbedding}
+    # Targets used when target_modules is None (a subset of peft's table).
+    default_targets = {
+        "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
+        "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
+        "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
+    }
 
-register_layer_method("LORA", {nn.Linear: LoraLinear, Conv1D: LoraLinear, nn.Embedding: LoraEmbedding})
+    def prepare_config(self, config):
+        record_fan_in_fan_out(self, config)
+
+    def rewrites_base_weights(self, config):
+        return config.init_lora_weights == "pissa"
+
+    def check_new_adapter(self, config):
+        configs = [config, *self.peft_config.values()]
+        if len(configs) > 1 and any(self.rewrites_base_weights(c) for c in configs):
+            raise ValueError("An adapter whose init rewrites the base weights (PiSSA) cannot share a model "
+                             "with other adapters: they would see the rewritten base (peft refuses too).")

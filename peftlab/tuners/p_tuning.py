@@ -29,8 +29,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..config import PromptLearningConfig, register_config
-from .prompt_base import SoftPromptEncoder, register_prompt_method
+from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
+from .registry import register_method
 
 
 class PromptEncoderReparameterizationType(str, Enum):
@@ -38,7 +38,6 @@ class PromptEncoderReparameterizationType(str, Enum):
     LSTM = "LSTM"
 
 
-@register_config
 @dataclass
 class PromptEncoderConfig(PromptLearningConfig):
     """P-tuning, as `peft.PromptEncoderConfig`: the encoder type ("MLP" or "LSTM"), its hidden
@@ -81,7 +80,7 @@ class PromptEncoder(SoftPromptEncoder):
         else:
             if config.encoder_num_layers != 2:
                 warnings.warn("for MLP, the argument `encoder_num_layers` is ignored. Exactly 2 MLP layers "
-                              "are used (as in peft: 3 Linear layers with 2 ReLUs).")
+                              "are used (as in peft: 3 Linear layers with 2 ReLUs).", stacklevel=2)
             self.mlp_head = nn.Sequential(nn.Linear(d, hidden, **self.factory), nn.ReLU(),
                                           nn.Linear(hidden, hidden, **self.factory), nn.ReLU(),
                                           nn.Linear(hidden, d, **self.factory))
@@ -93,4 +92,7 @@ class PromptEncoder(SoftPromptEncoder):
         return self.mlp_head(h)                                           # (P, d)
 
 
-register_prompt_method("P_TUNING", PromptEncoder)
+@register_method
+class PromptEncoderModel(PromptLearningTuner):
+    config_class = PromptEncoderConfig
+    encoder_class = PromptEncoder

@@ -41,11 +41,10 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..config import PromptLearningConfig, register_config
-from .prompt_base import SoftPromptEncoder, register_prompt_method
+from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
+from .registry import register_method
 
 
-@register_config
 @dataclass
 class PrefixTuningConfig(PromptLearningConfig):
     """Prefix tuning / P-tuning v2, as `peft.PrefixTuningConfig` (see the module docstring)."""
@@ -67,6 +66,17 @@ class PrefixTuningConfig(PromptLearningConfig):
 
 class PrefixEncoder(SoftPromptEncoder):
     """Makes the flat prefix: one row per virtual token, num_layers * 2 * token_dim wide."""
+    into_cache = True
+
+    @staticmethod
+    def geometry(config, model):
+        """A prefix has the shape of the cache: key/value heads (fewer than the query heads with
+        grouped-query attention), head_dim wide, one key and one value per layer."""
+        text = model.config.get_text_config()
+        heads = text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        return {"num_layers": text.num_hidden_layers, "num_attention_heads": kv_heads, "token_dim": kv_heads * head_dim}
 
     @staticmethod
     def output_width(config) -> int:
@@ -93,6 +103,10 @@ class PrefixEncoder(SoftPromptEncoder):
             return self.transform(self.embedding.weight)                  # (P, L * 2 * d)
         return self.embedding.weight
 
+    @staticmethod
+    def as_cache(prefix, config, model_config, batch_size):
+        return prefix_cache(prefix, config, model_config, batch_size)
+
 
 def prefix_cache(prefix: torch.Tensor, config, model_config, batch_size: int) -> DynamicCache:
     """A key/value cache holding the prefix, as if P tokens had already been run.
@@ -109,4 +123,7 @@ def prefix_cache(prefix: torch.Tensor, config, model_config, batch_size: int) ->
     return DynamicCache([(kv[2 * layer], kv[2 * layer + 1]) for layer in range(L)], config=model_config)
 
 
-register_prompt_method("PREFIX_TUNING", PrefixEncoder)
+@register_method
+class PrefixTuningModel(PromptLearningTuner):
+    config_class = PrefixTuningConfig
+    encoder_class = PrefixEncoder

@@ -32,8 +32,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import PromptLearningConfig, register_config
-from .prompt_base import SoftPromptEncoder, register_prompt_method
+from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
+from .registry import register_method
 
 
 class PromptTuningInit(str, Enum):
@@ -43,7 +43,6 @@ class PromptTuningInit(str, Enum):
     RANDOM = "RANDOM"
 
 
-@register_config
 @dataclass
 class PromptTuningConfig(PromptLearningConfig):
     """Prompt tuning, as `peft.PromptTuningConfig` (see the module docstring).
@@ -123,4 +122,7 @@ class PromptEmbedding(SoftPromptEncoder):
         return self.embedding.weight                                      # (P, token_dim)
 
 
-register_prompt_method("PROMPT_TUNING", PromptEmbedding)
+@register_method
+class PromptTuningModel(PromptLearningTuner):
+    config_class = PromptTuningConfig
+    encoder_class = PromptEmbedding

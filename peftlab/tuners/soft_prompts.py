@@ -1,7 +1,8 @@
-"""How a PeftModel runs soft prompts: virtual tokens in forward and generate.
+"""How a model runs soft prompts: virtual tokens in forward and generate.
 
 The methods (peftlab/tuners/prompt_tuning.py, p_tuning.py, prefix_tuning.py) make P virtual
-tokens; this module puts them in front of every example of a decoder-only causal LM:
+tokens; this module puts them in front of every example of a decoder-only causal LM, for the
+soft-prompt tuner (prompt_learning.PromptLearningTuner) it receives:
 
 - prompt tuning and P-tuning: as P extra input embeddings, inputs_embeds = [prompt; embed(x)];
 - prefix tuning: as P extra keys and values in every layer, through the key/value cache.
@@ -34,9 +35,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from .batching import IGNORE_INDEX
-from .tuners import PROMPT_METHODS
-from .tuners.prefix_tuning import prefix_cache
+from ..batching import IGNORE_INDEX
 
 
 # --- checking the model and completing the config ---------------------------------------------
@@ -69,10 +68,9 @@ def max_positions(model: nn.Module) -> int | None:
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
-def prepare_config(config, model: nn.Module):
-    """A copy of `config` with the model's geometry filled in (peft's fields), checked against it."""
+def prepare_config(config, model: nn.Module, encoder_class) -> None:
+    """Fill in the model's geometry (peft's fields) in `config`, a private copy, checked against it."""
     check_model(model, config.peft_type)
-    config = type(config).from_dict(config.to_dict())           # a copy: never change the caller's config
     if config.task_type is None:
         config.task_type = "CAUSAL_LM"                          # peft picks its model class by task_type
     if config.task_type != "CAUSAL_LM":
@@ -80,16 +78,7 @@ def prepare_config(config, model: nn.Module):
     if config.num_transformer_submodules not in (None, 1):
         raise ValueError("num_transformer_submodules=2 describes an encoder-decoder adapter; peftlab's soft "
                          "prompts are for decoder-only models (1).")
-    text = model.config.get_text_config()
-    heads, layers = text.num_attention_heads, text.num_hidden_layers
-    if config.peft_type == "PREFIX_TUNING":   # a prefix has the shape of the cache: key/value heads
-        kv_heads = getattr(text, "num_key_value_heads", None) or heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        geometry = {"num_layers": layers, "num_attention_heads": kv_heads, "token_dim": kv_heads * head_dim}
-    else:                                     # a virtual token has the width of an input embedding
-        geometry = {"token_dim": model.get_input_embeddings().embedding_dim}
-        config.num_layers = config.num_layers or layers
-        config.num_attention_heads = config.num_attention_heads or heads
+    geometry = encoder_class.geometry(config, model)
     for field, value in geometry.items():
         if getattr(config, field) is None:
             setattr(config, field, value)
@@ -104,11 +93,6 @@ def prepare_config(config, model: nn.Module):
     if limit is not None and config.num_virtual_tokens >= limit:
         raise ValueError(f"num_virtual_tokens={config.num_virtual_tokens} leaves no room for input: this model "
                          f"reads at most {limit} positions (max_position_embeddings). Use fewer virtual tokens.")
-    return config
-
-
-def create_encoder(config, model: nn.Module, tokenizer=None) -> nn.Module:
-    return PROMPT_METHODS[config.peft_type](config, model.get_input_embeddings(), tokenizer)
 
 
 def _check_length(model, config, total: int, what: str, fix: str) -> None:
@@ -128,7 +112,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def forward(peft_model, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
+def forward(tuner, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
             position_ids=None, cache=None, past_key_values=None, **kwargs):
     """The base model's forward with the active adapter's virtual tokens in front (module docstring).
 
@@ -136,8 +120,8 @@ def forward(peft_model, input_ids=None, attention_mask=None, inputs_embeds=None,
     tokens: then only the mask and positions are extended, as in a hand-written decoding loop.
     `attention_mask` and `position_ids` always describe the real tokens only.
     """
-    model, name = peft_model.get_base_model(), peft_model.active_adapter
-    config, encoder = peft_model.peft_config[name], peft_model.prompt_encoder[name]
+    model, name = tuner.model, tuner.active_adapter
+    config, encoder = tuner.peft_config[name], tuner.prompt_encoder[name]
     P, cache = config.num_virtual_tokens, cache if cache is not None else past_key_values
     x = input_ids if input_ids is not None else inputs_embeds
     if x is None:
@@ -161,8 +145,8 @@ def forward(peft_model, input_ids=None, attention_mask=None, inputs_embeds=None,
 
     if not fresh:   # the cache holds the virtual tokens already: feed the real tokens only
         return model(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=positions[:, -n:], **kw)
-    if config.peft_type == "PREFIX_TUNING":   # the virtual tokens are keys and values: a cache
-        kw[_cache_keyword(model)] = prefix_cache(encoder().to(model.dtype), config, model.config, B)
+    if encoder.into_cache:   # prefix tuning: the virtual tokens are keys and values, a cache
+        kw[_cache_keyword(model)] = encoder.as_cache(encoder().to(model.dtype), config, model.config, B)
         return model(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=positions[:, -n:], **kw)
 
     # Prompt tuning / P-tuning: the virtual tokens are P extra input embeddings.
@@ -181,13 +165,13 @@ def forward(peft_model, input_ids=None, attention_mask=None, inputs_embeds=None,
 
 # --- generate ------------------------------------------------------------------------------------
 @torch.no_grad()
-def virtual_token_cache(peft_model, batch_size: int):
+def virtual_token_cache(tuner, batch_size: int):
     """A key/value cache holding the active adapter's P virtual tokens, for `batch_size` rows."""
-    model, name = peft_model.get_base_model(), peft_model.active_adapter
-    config, encoder = peft_model.peft_config[name], peft_model.prompt_encoder[name]
+    model, name = tuner.model, tuner.active_adapter
+    config, encoder = tuner.peft_config[name], tuner.prompt_encoder[name]
     tokens = encoder().to(model.dtype)
-    if config.peft_type == "PREFIX_TUNING":
-        return prefix_cache(tokens, config, model.config, batch_size)
+    if encoder.into_cache:
+        return encoder.as_cache(tokens, config, model.config, batch_size)
     # Run the soft prompt alone: causal attention means its keys and values do not depend on
     # what follows, so they are exactly those of the full forward pass.
     cache = DynamicCache(config=model.config)
@@ -197,11 +181,11 @@ def virtual_token_cache(peft_model, batch_size: int):
     return cache
 
 
-def generate(peft_model, input_ids=None, attention_mask=None, **kwargs):
+def generate(tuner, input_ids=None, attention_mask=None, **kwargs):
     """`generate` of the base model, continuing from a cache that holds the virtual tokens.
     Pass the tokenizer's attention_mask with padded batches (without one, every token counts)."""
-    model = peft_model.get_base_model()
-    config = peft_model.peft_config[peft_model.active_adapter]
+    model = tuner.model
+    config = tuner.peft_config[tuner.active_adapter]
     for key in ("inputs_embeds", "cache", "past_key_values"):
         if kwargs.get(key) is not None:
             raise ValueError(f"generate with a soft-prompt adapter takes input_ids, not {key}: the virtual tokens "
@@ -222,7 +206,7 @@ def generate(peft_model, input_ids=None, attention_mask=None, **kwargs):
     mask = torch.cat([attention_mask.new_ones(B, config.num_virtual_tokens), attention_mask], dim=1)
     # generate repeats each row for every returned sequence / beam; the cache must have as many rows.
     copies = (setting("num_return_sequences") or 1) * (setting("num_beams") or 1)
-    cache = virtual_token_cache(peft_model, B * copies)
+    cache = virtual_token_cache(tuner, B * copies)
     # The mask is P longer than input_ids: generate then reads input_ids as the tokens after the
     # cache, and numbers positions from the mask (so left padding is handled as in forward).
     return model.generate(input_ids=input_ids, attention_mask=mask, **{_cache_keyword(model): cache}, **kwargs)

@@ -1,0 +1,62 @@
+"""What the configs of layer methods share: which layers to wrap, and what else trains.
+
+A method's config (LoraConfig, IA3Config...) derives from LayerMethodConfig, and adds
+LayerSelection when peft's config of that method has `layers_to_transform` (so a saved
+adapter_config.json has exactly the fields peft expects).
+"""
+import re
+from dataclasses import dataclass
+
+from ..config import PeftConfig
+
+
+@dataclass
+class LayerMethodConfig(PeftConfig):
+    """Fields of the methods that wrap existing layers: which layers, and what else trains.
+
+    target_modules: a list of names, each matching a module's full name or its last dotted
+        parts ("q_proj" matches "model.layers.0.self_attn.q_proj"); or one string, a regular
+        expression that must match a full name; or "all-linear" (every linear layer the method
+        can wrap but the output head). None: the method's default for known architectures.
+    exclude_modules: same syntax; matching modules are never wrapped.
+    modules_to_save: modules trained in full and saved with the adapter (e.g. a new
+        classification head "classifier"), as extra named copies.
+    A method whose peft config has them adds `layers_to_transform` / `layers_pattern`
+    (LayerSelection below), so that its saved config has exactly peft's fields.
+    """
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    modules_to_save: list[str] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        # JSON has no sets; peft writes target_modules as a (set turned) list. Keep lists.
+        for name in ("target_modules", "exclude_modules", "modules_to_save", "layers_pattern"):
+            value = getattr(self, name, None)
+            if isinstance(value, (set, tuple)):
+                setattr(self, name, sorted(value))
+
+
+@dataclass
+class LayerSelection:
+    """Two more target fields (a mixin for configs, peft's names):
+    layers_to_transform / layers_pattern: only wrap modules of these layer indices; the index
+        is the number in the module name after `layers_pattern` (default: after the first
+        name inside the model, as in ".layers.3." or ".h.3.")."""
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+
+    def check_layer_selection(self) -> None:
+        if self.layers_to_transform is not None and isinstance(self.target_modules, str) \
+                and self.target_modules != "all-linear":
+            raise ValueError("layers_to_transform cannot be combined with a regex target_modules "
+                             "(as in peft); put the layer numbers into the regular expression.")
+
+
+def pattern_value(patterns: dict, module_name: str, default):
+    """The value of the first key of `patterns` that matches the end of `module_name` (peft's
+    rank_pattern rule: "q_proj" and "layers.0.self_attn.q_proj" both match that layer)."""
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module_name):
+            return value
+    return default

@@ -1,0 +1,163 @@
+"""BaseTuner: the middle of PeftModel.base_model.model, one class per method (peft's LoraModel...).
+
+PeftModel knows nothing about any method: it hands every call to its `base_model`, a tuner.
+A tuner holds your model (`.model`), the configs of its adapters by name (`peft_config`) and the
+active adapter, and implements what adapting means for its *family* of methods:
+
+- layer methods (LoRA, IA3, ...) wrap existing layers: `layer_tuner.LayerTuner`;
+- soft-prompt methods (prompt tuning, P-tuning, prefix tuning) add virtual tokens:
+  `prompt_learning.PromptLearningTuner`.
+
+A family implements the methods marked "family" below; each method then subclasses its family
+and is registered with `registry.register_method`. What is the same for every family (adapters
+by name, which parameters train, switching off) is written once, here.
+"""
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .wrapper import PassThrough
+
+BASE_ADAPTER_NAME = "__base__"   # in mixed batches: "this example uses no adapter"
+
+
+class BaseTuner(PassThrough):
+    """Your model plus everything one method needs to adapt it (see the module docstring)."""
+    _inner = "model"
+    config_class: ClassVar[type]        # the method's config; set by each method's tuner
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.peft_config: dict = {}
+        self.active_adapter: str | None = None
+
+    # --- family: creating, removing, running -------------------------------------------------
+    def inject(self, adapter_name: str, config, *, tokenizer=None, for_loading: bool = False) -> None:
+        """Create adapter `adapter_name` from a private copy of its config (the family may complete
+        the copy). `for_loading`: its weights come from a saved folder next, in the form saved."""
+        raise NotImplementedError
+
+    def remove(self, adapter_name: str) -> None:
+        """Remove every trace of an adapter (also what a failed inject half-created)."""
+        raise NotImplementedError
+
+    def activate(self, adapter_name: str | None) -> None:
+        """Make the layers or encoders run `adapter_name` (None: none)."""
+
+    def adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
+        """The parameters that train when this adapter is active."""
+        raise NotImplementedError
+
+    def adapter_state_dict(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        """{key in peft's file: live tensor}: what save_pretrained writes for this adapter."""
+        raise NotImplementedError
+
+    def optional_tensors(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        """{key in peft's file: live tensor} that a folder of this adapter may hold besides what
+        adapter_state_dict lists (peft saves whole embedding matrices with some adapters). Loading
+        writes nothing outside these two lists."""
+        return {}
+
+    def finish_load(self, adapter_name: str) -> None:
+        """Called once a loaded adapter's weights are in: drop what was kept to undo a failed load."""
+
+    @classmethod
+    def check_loadable(cls, config, is_trainable: bool) -> None:
+        """Refuse, before anything is touched, a folder that cannot be loaded as asked."""
+
+    def set_disabled(self, disabled: bool) -> None:
+        raise NotImplementedError
+
+    def is_merged(self) -> bool:
+        return False
+
+    def merge_adapter(self, adapter_names: list[str], exact_unmerge: bool = False) -> None:
+        raise NotImplementedError
+
+    def unmerge_adapter(self) -> None:
+        """Nothing to do for a family that never merges."""
+
+    def unload(self, merged: list[str]) -> nn.Module:
+        """Your model without adapter code: with the `merged` adapters folded in, or as it was."""
+        raise NotImplementedError
+
+    def forward(self, *args, adapter_names: list[str] | None = None, **kwargs):
+        raise NotImplementedError
+
+    def generate(self, *args, adapter_names: list[str] | None = None, **kwargs):
+        raise NotImplementedError
+
+    # --- shared: adapters by name --------------------------------------------------------------
+    def check_name(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            known = ", ".join(self.peft_config) or "none"
+            raise ValueError(f"No adapter named {adapter_name!r}; this model has: {known}.")
+
+    def add_adapter(self, adapter_name: str, config, **kwargs) -> None:
+        """Add an adapter (not activated). One model holds adapters of one method, as in peft."""
+        if adapter_name in self.peft_config or adapter_name == BASE_ADAPTER_NAME:
+            raise ValueError(f"Adapter name {adapter_name!r} is taken; pick another name, "
+                             "or delete_adapter it first.")
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"This model holds {self.config_class.peft_type} adapters; one PeftModel holds "
+                             f"adapters of one method (as in peft), so a {config.peft_type} adapter cannot join.")
+        config = type(config).from_dict(config.to_dict())    # a copy: the caller's config never changes
+        try:
+            self.inject(adapter_name, config, **kwargs)
+        except Exception:
+            self.remove(adapter_name)
+            raise
+        self.peft_config[adapter_name] = config
+        self.mark_trainable()
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make `adapter_name` the adapter that runs (and trains)."""
+        self.check_name(adapter_name)
+        if self.is_merged():
+            raise ValueError("An adapter is merged into the base weights; unmerge_adapter() before switching.")
+        self.active_adapter = adapter_name
+        self.activate(adapter_name)
+        self.mark_trainable()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter everywhere; the first remaining one becomes active (as in peft)."""
+        self.check_name(adapter_name)
+        if self.is_merged():
+            raise ValueError(f"Adapters are merged; unmerge_adapter() before deleting {adapter_name!r}.")
+        self.remove(adapter_name)
+        del self.peft_config[adapter_name]
+        if self.active_adapter == adapter_name:
+            self.active_adapter = None
+            self.activate(None)
+            if self.peft_config:
+                self.set_adapter(next(iter(self.peft_config)))
+        self.mark_trainable()
+
+    def mark_trainable(self) -> None:
+        """Freeze everything, then unfreeze the active adapter (unless it is loaded frozen)."""
+        self.requires_grad_(False)
+        config = self.peft_config.get(self.active_adapter)
+        if config is None or config.inference_mode:
+            return
+        for p in self.adapter_parameters(self.active_adapter):
+            p.requires_grad_(True)
+
+    @contextmanager
+    def disable_adapter(self):
+        """Inside this block the model is exactly the base model."""
+        if self.is_merged():
+            raise ValueError("An adapter is merged into the base weights, so disabling cannot remove it; "
+                             "call unmerge_adapter() first.")
+        self.set_disabled(True)
+        try:
+            yield
+        finally:
+            self.set_disabled(False)
+
+    def clear(self) -> nn.Module:
+        """Forget every adapter's config and return the model (after unload)."""
+        self.peft_config, self.active_adapter = {}, None
+        return self.model

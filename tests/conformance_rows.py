@@ -1,0 +1,96 @@
+"""The conformance table: every method peftlab implements, one row each, and the architectures
+it runs on. test_conformance.py runs every invariant that applies to a row, so adding a method
+to the library means adding a row here (and nothing else in the tests, unless the method has
+behaviour of its own to check).
+
+A row's `config(lib, arch)` builds the same config with peftlab or with peft (`lib` is either
+module), so the oracle tests compare the two libraries on identical settings.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from soft_prompt_testutils import METHODS as PROMPT_METHODS
+
+LAYER_ARCHS = ("gpt2", "llama", "opt", "bert", "mlp")
+PROMPT_ARCHS = ("gpt2", "llama", "opt")
+
+# Targets that cover each architecture's layer types: GPT-2's Conv1D and an untied embedding,
+# Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT with a new head.
+LORA_TARGETS = {"gpt2": ["c_attn", "c_fc", "wpe"], "llama": ["q_proj", "v_proj", "down_proj", "embed_tokens"],
+                "opt": ["q_proj", "v_proj", "fc1"], "bert": ["query", "value", "word_embeddings"],
+                "mlp": ["fc1", "fc2"]}
+LINEAR_TARGETS = {arch: [t for t in ts if t not in ("wpe", "embed_tokens", "word_embeddings")]
+                  for arch, ts in LORA_TARGETS.items()}
+IA3_TARGETS = {"gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
+               "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+               "opt": (["q_proj", "k_proj", "fc2"], ["fc2"]),
+               "bert": (["key", "value", "output.dense"], ["output.dense"]),
+               "mlp": (["fc1", "fc2"], ["fc2"])}
+
+
+def task(arch: str) -> dict:
+    """BERT classifies (a new head, trained in full); the others are language models or an MLP."""
+    return {"task_type": "SEQ_CLS", "modules_to_save": ["classifier"]} if arch == "bert" else {}
+
+
+@dataclass(frozen=True)
+class Row:
+    config: Callable                 # (lib, arch) -> config of that library
+    archs: tuple[str, ...]
+    identity_at_init: bool = True    # the adapted model starts as the base model
+    mergeable: bool = True
+    in_peft: bool = True             # peft has the method: round trips both ways
+    trains_base: bool = False        # trains base-model tensors (bias="all"): not undone by disabling
+    resumable: bool = True           # a saved folder can be trained further
+
+
+def lora(**kw) -> Callable:
+    def make(lib, arch):
+        targets = LINEAR_TARGETS if kw.get("init_lora_weights") == "pissa" else LORA_TARGETS
+        return lib.LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": targets[arch], **task(arch), **kw})
+    return make
+
+
+def lora_with_patterns(lib, arch):
+    """Per-module rank and alpha (peft's rank_pattern / alpha_pattern) on the second target."""
+    second = LORA_TARGETS[arch][1]
+    return lib.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS[arch], rank_pattern={second: 2},
+                          alpha_pattern={second: 16}, **task(arch))
+
+
+def ia3(lib, arch):
+    targets, feedforward = IA3_TARGETS[arch]
+    return lib.IA3Config(target_modules=targets, feedforward_modules=feedforward, **task(arch))
+
+
+def soft_prompt(method: str) -> Callable:
+    def make(lib, arch):
+        config = PROMPT_METHODS[method](lib)
+        config.task_type = "CAUSAL_LM"
+        return config
+    return make
+
+
+ROWS = {
+    "lora": Row(lora(), LAYER_ARCHS),
+    "rslora": Row(lora(use_rslora=True), LAYER_ARCHS),
+    "dora": Row(lora(use_dora=True), LAYER_ARCHS),
+    "pissa": Row(lora(init_lora_weights="pissa", lora_alpha=4), ("gpt2", "llama", "opt", "mlp")),
+    "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
+    "lora_bias_all": Row(lora(bias="all"), ("gpt2", "opt", "bert", "mlp"), trains_base=True),
+    "ia3": Row(ia3, LAYER_ARCHS),
+    "prompt_tuning": Row(soft_prompt("prompt"), PROMPT_ARCHS, identity_at_init=False, mergeable=False),
+    "p_tuning_mlp": Row(soft_prompt("ptune_mlp"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
+                        resumable=False),
+    "p_tuning_lstm": Row(soft_prompt("ptune_lstm"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
+                         resumable=False),
+    "prefix_tuning": Row(soft_prompt("prefix"), PROMPT_ARCHS, identity_at_init=False, mergeable=False),
+    "prefix_projection": Row(soft_prompt("prefix_proj"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
+                             resumable=False),
+}
+
+
+def cases(**wanted) -> list[tuple[str, str]]:
+    """(row, arch) pairs of the rows whose flags have the `wanted` values."""
+    return [(name, arch) for name, row in ROWS.items() if all(getattr(row, k) == v for k, v in wanted.items())
+            for arch in row.archs]
