@@ -1,7 +1,7 @@
 # peftlab — the workbook's everyday commands.
 #
 #   make lab         install (once), then open JupyterLab on notebooks/
-#   make test        unit + hygiene tests, every notebook under nbval, the browser test
+#   make test        lint, unit + hygiene tests, every notebook under nbval, the browser test
 #   make notebooks   re-execute every notebook in place (what gets committed)
 #
 # Without make: pip install -e ".[test]", then `jupyter lab notebooks/` or `pytest`.
@@ -32,11 +32,12 @@ NBVAL_ARGS := --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout $(CELL_TIMEOUT) --durations=20
 
-.PHONY: help install lab test test-unit test-notebooks test-browser notebooks clean
+.PHONY: help install lab lint test test-unit test-notebooks test-browser notebooks clean
 
 help:
 	@echo "make lab         install, then open JupyterLab on notebooks/"
-	@echo "make test        unit + hygiene tests, all notebooks (nbval), browser test"
+	@echo "make test        lint, unit + hygiene tests, all notebooks (nbval), browser test"
+	@echo "make lint        ruff over the library, tests and benchmarks (rules in pyproject.toml)"
 	@echo "make notebooks   re-execute every notebook in place, saving outputs"
 	@echo "make install     create $(VENV) and install peftlab with its test extras"
 	@echo "make clean       remove caches, checkpoints and artifacts/"
@@ -53,10 +54,13 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(JUPYTER) lab $(ALLOW_ROOT) notebooks/
 
-# -k: run all three steps even when one fails, so one run shows every problem; make still
+# -k: run every step even when one fails, so one run shows every problem; make still
 # exits non-zero if any step failed.
 test: $(STAMP)
-	$(MAKE) --no-print-directory -k test-unit test-notebooks test-browser
+	$(MAKE) --no-print-directory -k lint test-unit test-notebooks test-browser
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check peftlab tests benchmarks conftest.py
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/ -m "not browser" -n $(JOBS)
