@@ -116,7 +116,8 @@ def worker(args) -> None:
     dtype = torch.bfloat16 if cuda else torch.float32
     if not cuda:
         torch.set_num_threads(args.threads)
-    import peft, peftlab                       # noqa: E401,F401  imported before the baseline
+    import peft  # noqa: E401,F401  imported before the baseline
+
     rss_before = rss_kib("VmRSS")              # interpreter + torch/transformers/peft/peftlab
 
     spec = MODELS[args.model]
@@ -148,8 +149,8 @@ def worker(args) -> None:
                 losses.append(loss.item())     # loss of the very first step: same model, same batch?
         out["step_ms"] = timed(step, args.steps, args.warmup, sync)
         out["loss0"] = losses[0]
-        out["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-                           else (rss_kib("VmHWM") - rss_before) / 1024)
+        out["peak_mib"] = [torch.cuda.max_memory_allocated() / 2**20 if cuda
+                           else (rss_kib("VmHWM") - rss_before) / 1024]   # a list, like the timings
         del opt, step
     if args.method != "full":                  # full fine-tuning runs the base architecture
         model.eval()
@@ -167,6 +168,7 @@ def worker(args) -> None:
 # --- the driver --------------------------------------------------------------------------
 def machine(args) -> str:
     import os
+
     import torch
     if args.device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
@@ -181,10 +183,25 @@ def run_method(method: str, args) -> dict:
            "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.exit(f"{method} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def pool(results: dict, method: str, out: dict) -> None:
+    """Add one run's measurements (lists) to the method's pooled results; the runs must agree on
+    everything that is not a measurement (parameters, first loss)."""
+    if method not in results:
+        results[method] = out
+        return
+    kept = results[method]
+    # First losses agree to float noise (multi-threaded sums round differently from run to run).
+    if abs(kept.get("loss0", 0) - out.get("loss0", 0)) > 1e-4 or kept["trainable"] != out["trainable"]:
+        sys.exit(f"{method}: two rounds started from different weights or batches; the runs are not comparable.")
+    for key, value in out.items():
+        if isinstance(value, list):
+            kept[key] = kept.get(key, []) + value
 
 
 def med(r: dict | None, key: str):
@@ -204,7 +221,7 @@ def table(results: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for m, r in results.items():
         loss = f"{r['loss0']:.4f}" if "loss0" in r else "—"
-        peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "—"
+        peak = cell(r.get("peak_mib"), "{:.0f}")
         rows.append(f"| {m} | {r['trainable']:,} | {loss} | {cell(r.get('step_ms'))} | {peak} "
                     f"| {cell(r.get('infer_ms'))} | {cell(r.get('merged_ms'))} |")
     return "\n".join(rows)
@@ -215,16 +232,18 @@ def ratio_lines(results: dict, cuda: bool) -> list[str]:
     g = results.get
     mem_note = "" if cuda else " (GPU target; CPU RSS shown)"
     checks = [  # (label, numerator, denominator, target, peft's ratio for reference)
-        ("peftlab-lora step / peft-lora step", med(g("peftlab-lora"), "step_ms"), med(g("peft-lora"), "step_ms"), 1.0, None),
-        ("peftlab-lora peak / peft-lora peak", (g("peftlab-lora") or {}).get("peak_mib"),
-         (g("peft-lora") or {}).get("peak_mib"), 1.0, None),
-        ("peftlab-dora step / peft-dora step", med(g("peftlab-dora"), "step_ms"), med(g("peft-dora"), "step_ms"), 1.0, None),
-        ("peftlab-dora peak / peft-dora peak", (g("peftlab-dora") or {}).get("peak_mib"),
-         (g("peft-dora") or {}).get("peak_mib"), 1.0, None),
+        ("peftlab-lora step / peft-lora step", med(g("peftlab-lora"), "step_ms"), med(g("peft-lora"), "step_ms"),
+         1.0, None),
+        ("peftlab-lora peak / peft-lora peak", med(g("peftlab-lora"), "peak_mib"), med(g("peft-lora"), "peak_mib"),
+         1.0, None),
+        ("peftlab-dora step / peft-dora step", med(g("peftlab-dora"), "step_ms"), med(g("peft-dora"), "step_ms"),
+         1.0, None),
+        ("peftlab-dora peak / peft-dora peak", med(g("peftlab-dora"), "peak_mib"), med(g("peft-dora"), "peak_mib"),
+         1.0, None),
         ("peftlab-lora step / full step", med(g("peftlab-lora"), "step_ms"), med(g("full"), "step_ms"), 0.8,
          ("peft-lora", "step_ms", "full")),
-        ("peftlab-lora peak / full peak" + mem_note, (g("peftlab-lora") or {}).get("peak_mib"),
-         (g("full") or {}).get("peak_mib"), 0.8, ("peft-lora", "peak_mib", "full")),
+        ("peftlab-lora peak / full peak" + mem_note, med(g("peftlab-lora"), "peak_mib"), med(g("full"), "peak_mib"),
+         0.8, ("peft-lora", "peak_mib", "full")),
         # The base reference is the merged model of the same process: the base architecture exactly,
         # timed under the same allocator state. A process that never trained (the base row) pays
         # glibc's page faults on every forward (~30% on the bundled model), which flatters adapters.
@@ -241,8 +260,7 @@ def ratio_lines(results: dict, cuda: bool) -> list[str]:
         line = f"- {label}: {ratio:.3f} (target <= {target:.2f}) {'PASS' if ratio <= target else 'MISS'}"
         if ref:
             a, key, b, key_b = ref if len(ref) == 4 else (*ref, ref[1])
-            va = med(g(a), key) if key != "peak_mib" else (g(a) or {}).get(key)
-            vb = med(g(b), key_b) if key_b != "peak_mib" else (g(b) or {}).get(key_b)
+            va, vb = med(g(a), key), med(g(b), key_b)
             if va is not None and vb:
                 line += f"; peft: {va / vb:.3f}"
         lines.append(line)
@@ -264,6 +282,9 @@ def main() -> None:
     # One thread by default: on a shared 2-core machine, two threads stall on each other whenever
     # another process holds a core (steps measured here went from ~0.7 s to 1-8 s).
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
+    # Rounds run every method once each, in turn, so that a slow spell of a shared machine hits all
+    # methods alike; timings and peaks of all rounds are pooled (median [min-max]).
+    p.add_argument("--rounds", type=int, default=1, help="run every method this many times, interleaved")
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)   # internal: one method
     args = p.parse_args()
     args.steps = args.steps or MODELS[args.model]["steps"]
@@ -276,20 +297,24 @@ def main() -> None:
     unknown = set(methods) - set(METHODS)
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    import peft, torch, transformers                       # noqa: E401
+    import peft  # noqa: E401
+    import torch
+    import transformers
     spec, cuda = MODELS[args.model], args.device.startswith("cuda")
     start, results = time.perf_counter(), {}
-    for m in methods:
-        print(f"running {m} ...", file=sys.stderr, flush=True)
-        results[m] = run_method(m, args)
+    for round_ in range(1, args.rounds + 1):
+        for m in methods:
+            print(f"round {round_}/{args.rounds}: {m} ...", file=sys.stderr, flush=True)
+            pool(results, m, run_method(m, args))
     params = next(iter(results.values()))["base_params"]
     print(f"## {args.model} on {args.device}: {machine(args)}\n")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
           f"{time.strftime('%Y-%m-%d')}")
     print(f"model: {params / 1e6:.1f}M parameters, {'bf16' if cuda else 'fp32'}; batch {spec['batch']} x "
-          f"{spec['seq']} tokens; {args.steps} timed steps after {args.warmup} warmup; "
+          f"{spec['seq']} tokens; {args.steps} timed steps after {args.warmup} warmup, "
+          f"{args.rounds} round(s) per method; "
           "LoRA r=16 alpha=32 all-linear, AdamW lr 1e-4")
-    print("timings: median [min–max] ms; peak memory: " + (
+    print("timings and peaks: median [min–max] over all rounds, ms; peak memory: " + (
         "torch.cuda.max_memory_allocated while training (weights included)" if cuda else
         "peak RSS while training minus RSS after imports, MiB (weights, grads, optimizer state, "
         "activations, allocator slack)"))

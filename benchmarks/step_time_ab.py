@@ -1,0 +1,64 @@
+"""peftlab vs peft training step time, measured A/B in one process.
+
+lora_vs_peft.py times each method in its own process, one after the other, which is right for
+peak memory but lets a slow spell of a shared machine land on one method and not the other. Here
+both libraries adapt two identical copies of the model in one process, and training steps
+alternate between them (peftlab, peft, peft, peftlab, ...), so that any slowdown hits both alike.
+The result is the median of the per-pair ratios peftlab / peft, with their quartiles.
+
+    python benchmarks/step_time_ab.py --model 100m --method lora --pairs 16
+    python benchmarks/step_time_ab.py --model bundled --method dora --pairs 40
+"""
+import argparse
+import statistics
+import time
+
+from lora_vs_peft import MODELS, build_model, wrap
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=[m for m in MODELS if m != "1b"], default="bundled")
+    p.add_argument("--method", choices=["lora", "dora"], default="lora")
+    p.add_argument("--pairs", type=int, default=20, help="timed steps per library")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    import torch
+    import transformers
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    spec = MODELS[args.model]
+    libs = ("peftlab", "peft")
+    models = {lib: wrap(build_model(args.model, torch.device("cpu"), torch.float32), f"{lib}-{args.method}")
+              for lib in libs}
+    batch = torch.randint(models["peft"].config.vocab_size, (spec["batch"], spec["seq"]),
+                          generator=torch.Generator().manual_seed(2))
+    optimizers = {lib: torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4)
+                  for lib, m in models.items()}
+
+    def step(lib: str) -> float:
+        start = time.perf_counter()
+        models[lib].train()
+        models[lib](input_ids=batch, labels=batch).loss.backward()
+        optimizers[lib].step()
+        optimizers[lib].zero_grad(set_to_none=True)
+        return (time.perf_counter() - start) * 1e3
+
+    for _ in range(args.warmup):
+        for lib in libs:
+            step(lib)
+    times = {lib: [] for lib in libs}
+    for i in range(args.pairs):
+        for lib in (libs if i % 2 == 0 else libs[::-1]):   # who goes first alternates too
+            times[lib].append(step(lib))
+    ratios = sorted(a / b for a, b in zip(times["peftlab"], times["peft"]))
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    print(f"{args.model}, {args.method}, {args.threads} thread(s), {args.pairs} pairs after {args.warmup} warmup: "
+          f"peftlab {statistics.median(times['peftlab']):.1f} ms, peft {statistics.median(times['peft']):.1f} ms "
+          f"per step (medians); peftlab / peft per pair: median {median:.3f}, quartiles {q1:.3f}-{q3:.3f}")
+
+
+if __name__ == "__main__":
+    main()
