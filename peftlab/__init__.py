@@ -16,22 +16,25 @@ from .model import PeftModel, get_peft_model
 from .runtime import pick_device, seed_everything, setup_notebook
 from .train import History, train
 from .tuners import (
-                     BaseTuner,
-                     BaseTunerLayer,
-                     IA3Config,
-                     LayerMethodConfig,
-                     LayerTuner,
-                     LoraConfig,
-                     ModulesToSaveWrapper,
-                     PrefixTuningConfig,
-                     PromptEncoderConfig,
-                     PromptEncoderReparameterizationType,
-                     PromptLearningConfig,
-                     PromptLearningTuner,
-                     PromptTuningConfig,
-                     PromptTuningInit,
-                     SoftPromptEncoder,
-                     register_method,
+    BaseTuner,
+    BaseTunerLayer,
+    BitFitConfig,
+    BottleneckConfig,
+    IA3Config,
+    LayerMethodConfig,
+    LayerTuner,
+    LNTuningConfig,
+    LoraConfig,
+    ModulesToSaveWrapper,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptEncoderReparameterizationType,
+    PromptLearningConfig,
+    PromptLearningTuner,
+    PromptTuningConfig,
+    PromptTuningInit,
+    SoftPromptEncoder,
+    register_method,
 )
 from .zoo import BASE_MODEL, load_base_model
 
@@ -42,8 +45,10 @@ __all__ = [
     "pick_device", "seed_everything", "setup_notebook",
     # adapters, with peft's names
     "get_peft_model", "PeftModel", "PeftConfig", "PeftType", "TaskType", "get_peft_model_state_dict",
-    "set_peft_model_state_dict", "LoraConfig", "IA3Config", "PromptTuningConfig", "PromptTuningInit",
-    "PromptEncoderConfig", "PromptEncoderReparameterizationType", "PrefixTuningConfig",
+    "set_peft_model_state_dict", "LoraConfig", "IA3Config", "LNTuningConfig", "PromptTuningConfig",
+    "PromptTuningInit", "PromptEncoderConfig", "PromptEncoderReparameterizationType", "PrefixTuningConfig",
+    # peftlab's own methods (peft has no such): same folder layout, their own peft_type
+    "BitFitConfig", "BottleneckConfig",
     "create_loraplus_param_groups",
     # extension points: a new method subclasses these and registers its tuner
     "register_method", "BaseTuner", "LayerTuner", "PromptLearningTuner", "BaseTunerLayer",

@@ -30,9 +30,13 @@ HARMLESS_PEFT_FIELDS = {"peft_version", "auto_mapping", "revision", "megatron_co
 
 
 class PeftType(str, Enum):
-    """peft's names of the methods peftlab implements (a str Enum: PeftType.LORA == "LORA")."""
+    """The methods peftlab implements, by peft's names (a str Enum: PeftType.LORA == "LORA").
+    BITFIT and BOTTLENECK are peftlab's own: peft has no such methods."""
     LORA = "LORA"
     IA3 = "IA3"
+    LN_TUNING = "LN_TUNING"
+    BITFIT = "BITFIT"
+    BOTTLENECK = "BOTTLENECK"
     PROMPT_TUNING = "PROMPT_TUNING"
     P_TUNING = "P_TUNING"
     PREFIX_TUNING = "PREFIX_TUNING"

@@ -67,7 +67,7 @@ def output_head_name(model: nn.Module) -> str | None:
     return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
 
 
-def _type_names(types) -> str:
+def type_names(types) -> str:
     """Readable type names, e.g. for (nn.Linear, Conv1D): nn.Linear, transformers.Conv1D."""
     names = {f"{t.__module__.split('.')[0]}.{t.__name__}".replace("torch.", "nn.") for t in types}
     return ", ".join(sorted(names))
@@ -80,27 +80,27 @@ def _closest(word: str, names: list[str]) -> str:
     return f" Closest module names: {', '.join(close)}." if close else ""
 
 
-def _targetable(model: nn.Module, supported: tuple) -> str:
+def _targetable(model: nn.Module, tuner) -> str:
     """Short names of the layers that can be targeted, grouped by type: "q_proj, v_proj (Linear)"."""
     by_type: dict[str, set] = {}
     for name, module in visible_modules(model).items():
-        if isinstance(module, supported):
+        if tuner.wrapper_class(module) is not None:
             by_type.setdefault(type(module).__name__, set()).add(name.split(".")[-1])
     return "; ".join(f"{', '.join(sorted(names))} ({kind})" for kind, names in sorted(by_type.items()))
 
 
-def _unknown_target_error(model, target, names, supported, method) -> ValueError:
+def _unknown_target_error(model, target, names, tuner, method) -> ValueError:
     return ValueError(
         f"target_modules entry {target!r} matches no module of {type(model).__name__}."
         f"{_closest(target, names)} "
-        f"Layers {method} can wrap in this model: {_targetable(model, supported)}.")
+        f"Layers {method} can wrap in this model: {_targetable(model, tuner)}.")
 
 
 def find_targets(model: nn.Module, config, tuner) -> list[str]:
     """Names of the modules `config` selects for the method of `tuner` (a LayerTuner class or
     instance), checked: every list entry must match something, and every match must be of a
     layer type the method wraps."""
-    supported, method = tuple(tuner.layers), tuner.config_class.peft_type
+    method = tuner.config_class.peft_type
     modules = visible_modules(model)
     names = list(modules)
     targets = config.target_modules
@@ -108,7 +108,7 @@ def find_targets(model: nn.Module, config, tuner) -> list[str]:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         if model_type not in tuner.default_targets:
             raise ValueError(f"target_modules is required for {type(model).__name__} with {method} (no default "
-                             f"for it). Layers {method} can wrap: {_targetable(model, supported)}.")
+                             f"for it). Layers {method} can wrap: {_targetable(model, tuner)}.")
         targets = tuner.default_targets[model_type]
 
     if targets == "all-linear":
@@ -117,14 +117,14 @@ def find_targets(model: nn.Module, config, tuner) -> list[str]:
         selected = [n for n in names if isinstance(modules[n], linear) and n != head]
         if not selected:
             raise ValueError(f"target_modules='all-linear' finds no linear layer that {method} can wrap in "
-                             f"{type(model).__name__}. Layers {method} can wrap: {_targetable(model, supported)}.")
+                             f"{type(model).__name__}. Layers {method} can wrap: {_targetable(model, tuner)}.")
     else:
         selected = [n for n in names if name_matches(n, targets)]
         if isinstance(targets, str) and not selected:
-            raise _unknown_target_error(model, targets, names, supported, method)
+            raise _unknown_target_error(model, targets, names, tuner, method)
         for t in ([] if isinstance(targets, str) else targets):
             if not any(name_matches(n, [t]) for n in names):
-                raise _unknown_target_error(model, t, names, supported, method)
+                raise _unknown_target_error(model, t, names, tuner, method)
 
     saved = config.modules_to_save or []
     selected = [n for n in selected if not name_matches(n, config.exclude_modules)
@@ -139,15 +139,15 @@ def find_targets(model: nn.Module, config, tuner) -> list[str]:
                              f"targeted modules; their layer indices are {found}.")
     if not selected:
         raise ValueError(f"target_modules={targets!r} selects no module (after exclude_modules "
-                         f"and modules_to_save). Layers {method} can wrap: {_targetable(model, supported)}.")
+                         f"and modules_to_save). Layers {method} can wrap: {_targetable(model, tuner)}.")
 
     for n in selected:
         module = modules[n]
-        if not isinstance(module, supported):
-            inner = [c for c, m in module.named_modules() if c and isinstance(m, supported)]
+        if tuner.wrapper_class(module) is None:
+            inner = [c for c, m in module.named_modules() if c and tuner.wrapper_class(m) is not None]
             sub = f" Its sublayers that can be targeted: {', '.join(inner[:8])}." if inner else ""
             raise ValueError(f"Cannot wrap {n!r}: it is a {type(module).__name__}, and {method} wraps "
-                             f"only {_type_names(supported)}.{sub}")
+                             f"only {tuner.layer_description()}.{sub}")
     return selected
 
 

@@ -28,6 +28,11 @@ IA3_TARGETS = {"gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
                "mlp": (["fc1", "fc2"], ["fc2"])}
 
 
+# Norms to tune where the architecture has no default; bottleneck blocks where it has none.
+LN_TARGETS = {"opt": ["self_attn_layer_norm", "final_layer_norm"], "bert": ["LayerNorm"]}
+BOTTLENECK_TARGETS = {"bert": ["output.dense"], "mlp": ["fc1"]}
+
+
 def task(arch: str) -> dict:
     """BERT classifies (a new head, trained in full); the others are language models or an MLP."""
     return {"task_type": "SEQ_CLS", "modules_to_save": ["classifier"]} if arch == "bert" else {}
@@ -42,6 +47,7 @@ class Row:
     in_peft: bool = True             # peft has the method: round trips both ways
     trains_base: bool = False        # trains base-model tensors (bias="all"): not undone by disabling
     resumable: bool = True           # a saved folder can be trained further
+    mixed_batches: bool = True       # one adapter per example in a batch (layer methods)
 
 
 def lora(**kw) -> Callable:
@@ -63,6 +69,20 @@ def ia3(lib, arch):
     return lib.IA3Config(target_modules=targets, feedforward_modules=feedforward, **task(arch))
 
 
+def ln_tuning(lib, arch):
+    return lib.LNTuningConfig(target_modules=LN_TARGETS.get(arch), **task(arch))
+
+
+def bitfit(lib, arch):
+    return lib.BitFitConfig(**task(arch))   # every layer that has a bias
+
+
+def bottleneck(**kw) -> Callable:
+    def make(lib, arch):
+        return lib.BottleneckConfig(target_modules=BOTTLENECK_TARGETS.get(arch), reduction_factor=4, **task(arch), **kw)
+    return make
+
+
 def soft_prompt(method: str) -> Callable:
     def make(lib, arch):
         config = PROMPT_METHODS[method](lib)
@@ -79,14 +99,21 @@ ROWS = {
     "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
     "lora_bias_all": Row(lora(bias="all"), ("gpt2", "opt", "bert", "mlp"), trains_base=True),
     "ia3": Row(ia3, LAYER_ARCHS),
-    "prompt_tuning": Row(soft_prompt("prompt"), PROMPT_ARCHS, identity_at_init=False, mergeable=False),
+    "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "opt", "bert")),
+    "bitfit": Row(bitfit, ("gpt2", "opt", "bert", "mlp"), in_peft=False),
+    "houlsby_adapter": Row(bottleneck(mh_adapter=True, non_linearity="gelu"), LAYER_ARCHS, mergeable=False,
+                           in_peft=False),
+    "parallel_adapter": Row(bottleneck(is_parallel=True, scaling=4.0), LAYER_ARCHS, mergeable=False, in_peft=False),
+    "prompt_tuning": Row(soft_prompt("prompt"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
+                         mixed_batches=False),
     "p_tuning_mlp": Row(soft_prompt("ptune_mlp"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
-                        resumable=False),
+                        resumable=False, mixed_batches=False),
     "p_tuning_lstm": Row(soft_prompt("ptune_lstm"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
-                         resumable=False),
-    "prefix_tuning": Row(soft_prompt("prefix"), PROMPT_ARCHS, identity_at_init=False, mergeable=False),
+                         resumable=False, mixed_batches=False),
+    "prefix_tuning": Row(soft_prompt("prefix"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
+                         mixed_batches=False),
     "prefix_projection": Row(soft_prompt("prefix_proj"), PROMPT_ARCHS, identity_at_init=False, mergeable=False,
-                             resumable=False),
+                             resumable=False, mixed_batches=False),
 }
 
 

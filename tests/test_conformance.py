@@ -30,6 +30,11 @@ def make(name: str, arch: str, perturbed: bool = True):
     return model.eval()
 
 
+def routed_output(model, arch: str, adapter_names: list[str]):
+    out = model(**inputs(arch), adapter_names=adapter_names)
+    return out if arch == "mlp" else out.logits
+
+
 def has_wrappers(model) -> bool:
     return any(isinstance(m, AdapterWrapper) for m in model.modules())
 
@@ -105,6 +110,22 @@ def test_disable_equals_base_and_reenabling_restores(name, arch):
     with model.disable_adapter():
         torch.testing.assert_close(output(model, arch), base, rtol=0, atol=1e-5)
     torch.testing.assert_close(output(model, arch), adapted, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,arch", cases(mixed_batches=True))
+def test_a_mixed_batch_runs_each_example_through_its_own_adapter_or_none(name, arch):
+    model = make(name, arch)
+    mixed = routed_output(model, arch, ["default", "__base__", "default"])
+    adapted = output(model, arch)
+    with model.disable_adapter():
+        base = output(model, arch)
+    torch.testing.assert_close(mixed, torch.stack([adapted[0], base[1], adapted[2]]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,arch", cases(mixed_batches=False))
+def test_methods_without_mixed_batches_say_so(name, arch):
+    with pytest.raises(ValueError, match="layer methods only"):
+        routed_output(make(name, arch), arch, ["default", "__base__", "default"])
 
 
 @pytest.mark.parametrize("name,arch", cases())

@@ -7,14 +7,18 @@ The core (read docs/ARCHITECTURE.md for the tour):
   modules_to_save.py (bookkeeping, full copies);
 - soft prompts (add virtual tokens, wrap nothing): prompt_learning.py (the family),
   soft_prompts.py (virtual tokens in forward and generate).
-The methods: lora.py (LoRA, rsLoRA), dora.py (the DoRA variant), pissa.py (PiSSA init), ia3.py;
-prompt_tuning.py, p_tuning.py, prefix_tuning.py (also P-tuning v2).
+The methods: lora.py (LoRA, rsLoRA), dora.py (the DoRA variant), pissa.py (PiSSA init), ia3.py,
+bottleneck.py (Houlsby, Pfeiffer and parallel adapters), bitfit.py, ln_tuning.py; prompt_tuning.py,
+p_tuning.py, prefix_tuning.py (also P-tuning v2).
 """
-from . import ia3, lora, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401  (register their methods)
+from . import bitfit, bottleneck, ia3, ln_tuning, lora, p_tuning, prefix_tuning, prompt_tuning  # noqa: F401  (register them)
+from .bitfit import BitFitConfig, BitFitModel
+from .bottleneck import BottleneckConfig, BottleneckModel
 from .ia3 import IA3Config, IA3Model
 from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig
 from .layer_tuner import LayerTuner
+from .ln_tuning import LNTuningConfig, LNTuningModel
 from .lora import LoraConfig, LoraModel
 from .modules_to_save import ModulesToSaveWrapper
 from .p_tuning import PromptEncoderConfig, PromptEncoderReparameterizationType
@@ -26,6 +30,7 @@ from .tuner import BaseTuner
 
 __all__ = ["BaseTuner", "BaseTunerLayer", "LayerMethodConfig", "LayerTuner", "ModulesToSaveWrapper",
            "PromptLearningConfig", "PromptLearningTuner", "SoftPromptEncoder", "TUNERS", "register_method",
-           "tuner_for", "LoraConfig", "LoraModel", "IA3Config", "IA3Model", "PromptTuningConfig",
+           "tuner_for", "LoraConfig", "LoraModel", "IA3Config", "IA3Model", "LNTuningConfig", "LNTuningModel",
+           "BitFitConfig", "BitFitModel", "BottleneckConfig", "BottleneckModel", "PromptTuningConfig",
            "PromptTuningInit", "PromptEncoderConfig", "PromptEncoderReparameterizationType",
            "PrefixTuningConfig"]

@@ -107,7 +107,13 @@ class BaseTunerLayer(AdapterWrapper):
     # --- the base weight seam --------------------------------------------------------------
     @property
     def base_dtype(self) -> torch.dtype:
-        return getattr(self.base_layer, "compute_dtype", None) or self.base_layer.weight.dtype
+        """The base's float dtype: a packed layer says it; otherwise its weight's (or, for a
+        block such as an attention module, its first parameter's)."""
+        declared = getattr(self.base_layer, "compute_dtype", None)
+        if declared is not None:
+            return declared
+        weight = getattr(self.base_layer, "weight", None)
+        return (weight if weight is not None else next(self.base_layer.parameters())).dtype
 
     @property
     def compute_dtype(self) -> torch.dtype:

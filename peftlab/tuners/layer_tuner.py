@@ -2,14 +2,16 @@
 
 A method of this family is a subclass of LayerTuner (peft's LoraModel, IA3Model...) that says
 - `config_class`: its config, a LayerMethodConfig (layer_config.py);
-- `layers`: {base layer type: wrapper class}, the layers it can wrap and with what;
+- `layers`: {base layer type: wrapper class}, the layers it can wrap and with what (or, for a
+  rule that types cannot state, `wrapper_class(module)` and `layer_description()`);
 - `default_targets`: {model_type: target names}, used when target_modules is None;
 - `all_linear`: the types "all-linear" selects (default: the nn.Linear and Conv1D it can wrap);
 - `shared_state_names`: dicts of model-level tensors, one entry per adapter, frozen and saved as
   `base_model.<name>` (VeRA's random projections shared by all layers);
-and may override four hooks: `prepare_config` (complete the private copy of a config for this
-model), `check_new_adapter` (refuse a combination), `pre_injection_hook` (create model-level
-state) and `create_wrapper` (build one wrapper). Everything else is here.
+and may override hooks: `default_target_modules` (what target_modules=None means),
+`prepare_config` (complete the private copy of a config for this model), `check_new_adapter`
+(refuse a combination), `pre_injection_hook` (create model-level state) and `create_wrapper`
+(build one wrapper). Everything else is here.
 """
 import re
 import warnings
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..inject import find_modules_to_save, find_targets, replace_module
+from ..inject import find_modules_to_save, find_targets, replace_module, type_names
 from .layer import BaseTunerLayer
 from .modules_to_save import ModulesToSaveWrapper
 from .tuner import BASE_ADAPTER_NAME, BaseTuner
@@ -56,12 +58,28 @@ class LayerTuner(BaseTuner):
     shared_state_names: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def wrapper_class(cls, module: nn.Module) -> type | None:
+        """The wrapper class for `module`, or None if this method cannot wrap it."""
+        return next((c for t, c in cls.layers.items() if isinstance(module, t)), None)
+
+    @classmethod
+    def layer_description(cls) -> str:
+        """What this method wraps, for error messages ("nn.Linear, transformers.Conv1D")."""
+        return type_names(cls.layers)
+
+    @classmethod
     def all_linear_types(cls) -> tuple[type, ...]:
         if cls.all_linear is not None:
             return cls.all_linear
         return tuple(t for t in cls.layers if issubclass(t, (nn.Linear, Conv1D)))
 
     # --- hooks a method may override ---------------------------------------------------------
+    def default_target_modules(self, model: nn.Module, config) -> list[str] | str | None:
+        """target_modules for a config that names none: the method's default for this architecture
+        (None: no default, and find_targets asks for target_modules)."""
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        return list(self.default_targets[model_type]) if model_type in self.default_targets else None
+
     def prepare_config(self, config) -> None:
         """Complete `config` (a private copy) for this model, e.g. record facts peft saves."""
 
@@ -78,8 +96,7 @@ class LayerTuner(BaseTuner):
 
     def create_wrapper(self, module: nn.Module, module_name: str, adapter_name: str, config) -> BaseTunerLayer:
         """A new wrapper around `module` (the layer type decides the wrapper class)."""
-        wrapper_class = next(c for t, c in self.layers.items() if isinstance(module, t))
-        return wrapper_class(module, module_name=module_name)
+        return self.wrapper_class(module)(module, module_name=module_name)
 
     # --- the wrappers in the model -----------------------------------------------------------
     def wrappers(self) -> list[tuple[str, AdapterWrapper]]:
@@ -90,9 +107,8 @@ class LayerTuner(BaseTuner):
 
     # --- creating and removing -------------------------------------------------------------------
     def inject(self, adapter_name, config, *, tokenizer=None, for_loading=False):
-        model_type = getattr(getattr(self.model, "config", None), "model_type", None)
-        if config.target_modules is None and model_type in self.default_targets:
-            config.target_modules = list(self.default_targets[model_type])   # saved as chosen, as in peft
+        if config.target_modules is None:   # saved as chosen, as in peft
+            config.target_modules = self.default_target_modules(self.model, config)
         self.prepare_config(config)
         self.check_new_adapter(config)
         model = self.model
@@ -208,19 +224,23 @@ class LayerTuner(BaseTuner):
             w.disabled = disabled
 
     def forward(self, *args, adapter_names=None, **kwargs):
-        with self._routing(adapter_names):
+        with self._routing(adapter_names, args, kwargs):
             return self.model(*args, **kwargs)
 
     def generate(self, *args, adapter_names=None, **kwargs):
-        with self._routing(adapter_names):
+        with self._routing(adapter_names, args, kwargs):
             return self.model.generate(*args, **kwargs)
 
     @contextmanager
-    def _routing(self, adapter_names: list[str] | None):
+    def _routing(self, adapter_names: list[str] | None, args: tuple, kwargs: dict):
         """Mixed batches: example i runs through adapter adapter_names[i] ("__base__": none)."""
         if adapter_names is None:
             yield
             return
+        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
+        if first is not None and first.shape[0] != len(adapter_names):
+            raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
+                             f"{first.shape[0]} examples; give one adapter name per example.")
         if self.model.training:
             raise ValueError("adapter_names (one adapter per example) works in eval mode only; call "
                              "model.eval() first. Training with it would mix several adapters' updates.")

@@ -29,9 +29,19 @@ class PassThrough(nn.Module):
 
 def route_rows(names: list[str], x: torch.Tensor, run) -> torch.Tensor:
     """Each example through its own adapter: row i of the output is run(names[i], x[i:i+1]),
-    computed with one call of `run(name, rows of x)` per distinct name."""
-    if x.shape[0] != len(names):
-        raise ValueError(f"adapter_names has {len(names)} entries but the batch has "
+    computed with one call of `run(name, rows of x)` per distinct name.
+
+    Not every layer sees the batch on its first axis. An input shared by the whole batch (GPT-2's
+    position ids, (1, n)) is given to each example; a batch flattened to (examples * tokens, ...)
+    (OPT's feed-forward layers) has each example's name repeated for its tokens.
+    """
+    batch = len(names)
+    if x.shape[0] == 1 and batch > 1:
+        x = x.expand(batch, *x.shape[1:])
+    elif x.shape[0] != batch and x.shape[0] % batch == 0:
+        names = [name for name in names for _ in range(x.shape[0] // batch)]
+    elif x.shape[0] != batch:
+        raise ValueError(f"adapter_names has {batch} entries but the batch has "
                          f"{x.shape[0]} examples; give one adapter name per example.")
     out = None
     for name in dict.fromkeys(names):
