@@ -10,7 +10,7 @@ import json
 import time
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from . import evaluate
 from .data import COUNTRIES, LABEL_WORDS, load_corpus, load_task
@@ -18,7 +18,15 @@ from .data.manifest import write_manifest
 from .runtime import seed_everything
 from .tokenizer import build_tokenizer
 from .train import train
-from .zoo import MODELS_DIR, model_config
+from .zoo import ARCHITECTURES, MODELS_DIR, model_config
+
+# How each family reads in a model card.
+STYLE = {"llama": "Llama-style", "gpt2": "GPT-2-style"}
+LAYOUT = {
+    "llama": "`LlamaForCausalLM` (RMSNorm, rotary positions, SwiGLU, grouped-query attention, tied embeddings)",
+    "gpt2": "`GPT2LMHeadModel` (LayerNorm, learned positions, GELU MLP, a bias in every linear and norm layer, "
+            "tied embeddings)",
+}
 
 
 def pack(token_lists: list[list[int]], block: int) -> torch.Tensor:
@@ -67,7 +75,7 @@ def main(argv=None) -> None:
     ids = tokenizer(train_texts)["input_ids"]
     blocks = pack([x + [tokenizer.eos_token_id] for x in ids], args.block)
 
-    model = LlamaForCausalLM(model_config(args.name, len(tokenizer), tokenizer))
+    model = AutoModelForCausalLM.from_config(model_config(args.name, len(tokenizer), tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.name}: {n_params:,} parameters, vocabulary {len(tokenizer)}, "
           f"{blocks.numel():,} corpus tokens in {len(blocks)} blocks")
@@ -84,7 +92,7 @@ def main(argv=None) -> None:
     out = MODELS_DIR / args.name
     model.to(save_dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    facts = {"name": args.name, "parameters": n_params, "vocabulary": len(tokenizer),
+    facts = {"name": args.name, "family": ARCHITECTURES[args.name][0], "parameters": n_params, "vocabulary": len(tokenizer),
              "corpus_tokens": int(blocks.numel()), "steps": args.steps, "batch_size": args.batch_size,
              "block": args.block, "tokens_seen": args.steps * args.batch_size * args.block,
              "lr": args.lr, "seed": args.seed, "threads": args.threads, "saved_dtype": args.save_dtype,
@@ -97,16 +105,17 @@ def main(argv=None) -> None:
 
 
 def model_card(f: dict) -> str:
+    family = f.get("family", "llama")
     return f"""# {f['name']}
 
-A tiny Llama-style causal language model, pretrained from scratch by `python -m peftlab.pretrain
+A tiny {STYLE[family]} causal language model, pretrained from scratch by `python -m peftlab.pretrain
 --name {f['name']}` on peftlab's bundled corpus (`data/corpus/train.jsonl`: short stories, fact
 paragraphs about {len(COUNTRIES)} countries, plain statements). It exists so that every notebook can fine-tune a
 real `transformers` model offline, in seconds, on a laptop CPU.
 
 | | |
 |---|---|
-| architecture | `LlamaForCausalLM` (RMSNorm, rotary positions, SwiGLU, grouped-query attention, tied embeddings) |
+| architecture | {LAYOUT[family]} |
 | parameters | {f['parameters']:,} |
 | vocabulary | {f['vocabulary']} word-level tokens (`tokenizer.json`) |
 | data | {f['corpus_tokens']:,} corpus tokens, packed in blocks of {f['block']} |

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, LlamaForCausalLM
 
 from peftlab import evaluate, load_base_model
 from peftlab.data import LABEL_WORDS, load_corpus, load_task
@@ -19,7 +19,7 @@ def base(request):
 
 
 def test_every_architecture_is_bundled():
-    assert MODELS == ["pico-llama-1m", "pico-llama-4m"]
+    assert MODELS == ["pico-llama-1m", "pico-llama-4m", "pico-gpt2-1m"]
     for name in MODELS:
         assert (model_path(name) / "config.json").exists()
 
@@ -29,7 +29,8 @@ def test_loads_with_auto_classes_from_its_folder(name):
     path = model_path(name)
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    assert isinstance(model, LlamaForCausalLM)
+    family = ARCHITECTURES[name][0]
+    assert isinstance(model, {"llama": LlamaForCausalLM, "gpt2": GPT2LMHeadModel}[family])
     assert (path / "model.safetensors").exists() and not list(path.glob("*.bin"))
     assert tokenizer.decode(tokenizer("The capital of Peru is Lima .")["input_ids"],
                             skip_special_tokens=True) == "The capital of Peru is Lima ."
@@ -89,3 +90,14 @@ def test_model_card_reports_what_the_model_does(base):
     assert evaluate.fact_recall(model, tokenizer) == pytest.approx(facts["fact_recall"], abs=1e-3)
     heldout = list(load_corpus()["heldout"]["text"])
     assert evaluate.perplexity(model, tokenizer, heldout) == pytest.approx(facts["heldout_perplexity"], rel=1e-3)
+
+
+def test_the_gpt2_style_model_has_a_bias_in_every_linear_and_norm_layer_and_the_same_budget():
+    """BitFit needs bias terms, which Llama-style models lack: pico-gpt2-1m has them everywhere."""
+    model, _ = load_base_model("pico-gpt2-1m")
+    layers = [m for m in model.modules() if type(m).__name__ in ("Conv1D", "LayerNorm")]
+    assert len(layers) == 4 * 6 + 1 and all(m.bias is not None for m in layers)
+    llama, _ = load_base_model("pico-llama-1m")
+    assert not any(n.endswith(".bias") for n, _ in llama.named_parameters())
+    facts = {name: json.loads((model_path(name) / "training.json").read_text()) for name in MODELS}
+    assert facts["pico-gpt2-1m"]["tokens_seen"] == facts["pico-llama-1m"]["tokens_seen"]
