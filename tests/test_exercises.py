@@ -116,3 +116,32 @@ def test_nb03_checkers(model, capsys):
     assert nb03.check_merge_by_hand(by_hand, peft_model)
     assert not nb03.check_merge_by_hand(lambda pm: by_hand(pm, scaled=False), peft_model)
     assert "scaling" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb07_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
+    from peftlab.exercises import nb07_adapters_ia3_bitfit as nb07
+    assert not nb07.check_houlsby_parameter_count(None)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb07.check_houlsby_parameter_count(12 * 2 * (2 * 768 * 48 + 48 + 768))
+    assert not nb07.check_houlsby_parameter_count(12 * (2 * 768 * 48 + 48 + 768))
+    assert "Pfeiffer" in capsys.readouterr().out.splitlines()[-1]
+
+    def merge(W, b, vector, feedforward):
+        return (W * vector, b) if feedforward else (W * vector[:, None], b * vector)
+    assert nb07.check_merge_ia3(merge)
+    assert not nb07.check_merge_ia3(lambda W, b, v, ff: (W * v, b * v) if ff else (W * v[:, None], b * v))
+    assert "bias is not scaled" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb07.check_merge_ia3(lambda W, b, v, ff: (W * v[:, None], b) if ff else (W * v[:, None], b * v))
+    assert "columns" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb07.check_merge_ia3(stub)
+
+    gpt2 = load_base_model("pico-gpt2-1m")[0]
+
+    def train_only(model, kind):
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.endswith(".bias") if kind == "bias" else (".ln_" in name or "ln_f" in name))
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert nb07.check_train_only(train_only, gpt2)
+    assert "5,760" in capsys.readouterr().out
+    assert not nb07.check_train_only(lambda m, k: train_only(m, "bias"), gpt2)
+    assert "kind 'norm'" in capsys.readouterr().out
