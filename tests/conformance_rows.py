@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 from soft_prompt_testutils import METHODS as PROMPT_METHODS
 
+from peftlab.nf4 import quantize_model
+
 LAYER_ARCHS = ("gpt2", "llama", "opt", "bert", "mlp")
 PROMPT_ARCHS = ("gpt2", "llama", "opt")
+QLORA_ARCHS = ("gpt2", "llama", "opt", "mlp")   # BERT's classifier would be quantized and then trained in full
 
 # Targets that cover each architecture's layer types: GPT-2's Conv1D and an untied embedding,
 # Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT with a new head.
@@ -48,11 +51,18 @@ class Row:
     trains_base: bool = False        # trains base-model tensors (bias="all"): not undone by disabling
     resumable: bool = True           # a saved folder can be trained further
     mixed_batches: bool = True       # one adapter per example in a batch (layer methods)
+    base: Callable | None = None     # turns the plain base model into the row's (QLoRA: a 4-bit one)
 
 
-def lora(**kw) -> Callable:
+def quantized(model):
+    """The model with its linear layers in NF4 (double quantization): QLoRA's frozen base."""
+    quantize_model(model)
+    return model
+
+
+def lora(linear_only: bool = False, **kw) -> Callable:
     def make(lib, arch):
-        targets = LINEAR_TARGETS if kw.get("init_lora_weights") == "pissa" else LORA_TARGETS
+        targets = LINEAR_TARGETS if linear_only or kw.get("init_lora_weights") == "pissa" else LORA_TARGETS
         return lib.LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": targets[arch], **task(arch), **kw})
     return make
 
@@ -99,6 +109,9 @@ ROWS = {
     "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
     "lora_bias_all": Row(lora(bias="all"), ("gpt2", "opt", "bert", "mlp"), trains_base=True),
     "ia3": Row(ia3, LAYER_ARCHS),
+    # QLoRA: LoRA and DoRA on the 4-bit base (peftlab/nf4.py); peft would need bitsandbytes' layers.
+    "qlora": Row(lora(linear_only=True), QLORA_ARCHS, in_peft=False, base=quantized),
+    "qdora": Row(lora(linear_only=True, use_dora=True), QLORA_ARCHS, in_peft=False, base=quantized),
     "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "opt", "bert")),
     "bitfit": Row(bitfit, ("gpt2", "opt", "bert", "mlp"), in_peft=False),
     "houlsby_adapter": Row(bottleneck(mh_adapter=True, non_linearity="gelu"), LAYER_ARCHS, mergeable=False,

@@ -14,7 +14,8 @@ from lora_testutils import base_state, build, inputs, one_thread, output, pertur
 from safetensors.torch import load_file, save_file
 
 import peftlab
-from peftlab.tuners import TUNERS
+from peftlab.nf4 import Linear4bit
+from peftlab.tuners import TUNERS, BaseTunerLayer
 from peftlab.tuners.wrapper import AdapterWrapper
 
 # peft's notices about what it adjusts (fan_in_fan_out, saving embeddings, soft-prompt caches) are expected.
@@ -22,9 +23,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:peft.*", "ignore::F
                                         "ignore:`past_key_values` is deprecated:FutureWarning")
 
 
+def base_model(name: str, arch: str):
+    """The row's base model on `arch`: the plain one, or what the row makes of it (QLoRA: 4-bit)."""
+    row = ROWS[name]
+    return row.base(build(arch)) if row.base else build(arch)
+
+
 def make(name: str, arch: str, perturbed: bool = True):
     """A PeftModel of row `name` on `arch`, its trainable tensors moved away from their init."""
-    model = peftlab.get_peft_model(build(arch), ROWS[name].config(peftlab, arch))
+    model = peftlab.get_peft_model(base_model(name, arch), ROWS[name].config(peftlab, arch))
     if perturbed:
         perturb(model)
     return model.eval()
@@ -56,7 +63,7 @@ def test_every_registered_method_has_a_row_and_a_peft_type():
 @pytest.mark.parametrize("name,arch", cases(identity_at_init=True))
 def test_identity_at_init(name, arch):
     model = make(name, arch, perturbed=False)
-    torch.testing.assert_close(output(model, arch), output(build(arch), arch), rtol=0, atol=1e-5)
+    torch.testing.assert_close(output(model, arch), output(base_model(name, arch), arch), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,arch", cases(mergeable=True))
@@ -70,9 +77,14 @@ def test_merge_equals_unmerged_and_merge_and_unload_gives_the_plain_model(name, 
     model.merge_adapter()   # idempotent: the update is not added twice
     torch.testing.assert_close(output(model, arch), unmerged, rtol=0, atol=2e-5)
     model.unmerge_adapter()
+    wrapped = sum(isinstance(m, BaseTunerLayer) for m in model.modules())
+    packed_before = sum(isinstance(m, Linear4bit) for m in model.modules())
     plain = model.merge_and_unload()
     assert type(plain) is type(build(arch)) and not has_wrappers(plain)
-    assert set(plain.state_dict()) == set(build(arch).state_dict())
+    if ROWS[name].base is None:
+        assert set(plain.state_dict()) == set(build(arch).state_dict())
+    else:   # merging into a 4-bit layer gives a float one; the layers not adapted stay 4-bit
+        assert sum(isinstance(m, Linear4bit) for m in plain.modules()) == packed_before - wrapped
     torch.testing.assert_close(output(plain, arch), unmerged, rtol=0, atol=2e-5)
 
 
@@ -103,7 +115,7 @@ def test_unmerge_restores_the_base_up_to_rounding_or_exactly_on_request(name, ar
 
 @pytest.mark.parametrize("name,arch", cases(trains_base=False))
 def test_disable_equals_base_and_reenabling_restores(name, arch):
-    model, base = make(name, arch), output(build(arch), arch)
+    model, base = make(name, arch), output(base_model(name, arch), arch)
     adapted = output(model, arch)
     real = adapted[:, -base.shape[1]:]   # prompt tuning's logits have P virtual positions in front
     assert not torch.allclose(real, base, atol=1e-3)
@@ -156,16 +168,16 @@ def test_save_load_round_trip(tmp_path, name, arch):
     assert keys and not any(".default" in k or "original_module" in k for k in keys)
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == model.peft_config["default"].peft_type and config["inference_mode"]
-    loaded = peftlab.PeftModel.from_pretrained(build(arch), tmp_path)
+    loaded = peftlab.PeftModel.from_pretrained(base_model(name, arch), tmp_path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     torch.testing.assert_close(output(loaded, arch), expected, rtol=0, atol=1e-6)
     if ROWS[name].resumable:
-        again = peftlab.PeftModel.from_pretrained(build(arch), tmp_path, is_trainable=True)
+        again = peftlab.PeftModel.from_pretrained(base_model(name, arch), tmp_path, is_trainable=True)
         trainable = sum(p.requires_grad for p in make(name, arch).parameters())
         assert sum(p.requires_grad for p in again.parameters()) == trainable
     else:
         with pytest.raises(ValueError, match="cannot be trained further"):
-            peftlab.PeftModel.from_pretrained(build(arch), tmp_path, is_trainable=True)
+            peftlab.PeftModel.from_pretrained(base_model(name, arch), tmp_path, is_trainable=True)
 
 
 @pytest.mark.parametrize("damage", ["missing", "shape"])
@@ -180,7 +192,7 @@ def test_a_damaged_folder_is_refused_and_changes_nothing(tmp_path, name, arch, d
     else:
         tensors[key] = torch.zeros(tensors[key].shape[0] + 1, *tensors[key].shape[1:])
     save_file(tensors, path)
-    base = build(arch)
+    base = base_model(name, arch)
     before = base_state(base)
     with pytest.raises(ValueError, match="nothing was changed"):
         peftlab.PeftModel.from_pretrained(base, tmp_path)
@@ -198,12 +210,12 @@ def test_the_callers_config_is_never_changed_and_inference_mode_only_freezes(nam
     config = ROWS[name].config(peftlab, arch)
     snapshot = config.to_dict()
     torch.manual_seed(5)
-    trainable = peftlab.get_peft_model(build(arch), config)
+    trainable = peftlab.get_peft_model(base_model(name, arch), config)
     assert config.to_dict() == snapshot
     frozen_config = ROWS[name].config(peftlab, arch)
     frozen_config.inference_mode = True
     torch.manual_seed(5)
-    frozen = peftlab.get_peft_model(build(arch), frozen_config)
+    frozen = peftlab.get_peft_model(base_model(name, arch), frozen_config)
     assert not any(p.requires_grad for p in frozen.parameters())
     ours, theirs = trainable.state_dict(), frozen.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -214,7 +226,7 @@ def test_a_peftlab_folder_loads_in_peft(tmp_path, name, arch):
     ours = make(name, arch)
     expected = output(ours, arch)
     ours.save_pretrained(tmp_path)
-    theirs = peft.PeftModel.from_pretrained(build(arch), tmp_path).eval()
+    theirs = peft.PeftModel.from_pretrained(base_model(name, arch), tmp_path).eval()
     torch.testing.assert_close(output(theirs, arch), expected, rtol=0, atol=1e-5)
     if ROWS[name].mergeable:
         torch.testing.assert_close(output(theirs.merge_and_unload(), arch), expected, rtol=0, atol=1e-4)
@@ -222,11 +234,11 @@ def test_a_peftlab_folder_loads_in_peft(tmp_path, name, arch):
 
 @pytest.mark.parametrize("name,arch", cases(in_peft=True))
 def test_a_peft_folder_loads_in_peftlab(tmp_path, name, arch):
-    theirs = peft.get_peft_model(build(arch), ROWS[name].config(peft, arch))
+    theirs = peft.get_peft_model(base_model(name, arch), ROWS[name].config(peft, arch))
     perturb(theirs)
     expected = output(theirs.eval(), arch)
     theirs.save_pretrained(tmp_path)
-    ours = peftlab.PeftModel.from_pretrained(build(arch), tmp_path)
+    ours = peftlab.PeftModel.from_pretrained(base_model(name, arch), tmp_path)
     torch.testing.assert_close(output(ours, arch), expected, rtol=0, atol=1e-5)
     if ROWS[name].mergeable:
         torch.testing.assert_close(output(ours.merge_and_unload(), arch), expected, rtol=0, atol=1e-4)

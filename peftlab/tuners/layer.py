@@ -183,7 +183,9 @@ class BaseTunerLayer(AdapterWrapper):
         `unmerge` subtracts the update again (as peft does), which leaves float rounding errors
         (about 1e-7 relative in fp32, 1e-2 in bf16). `exact_unmerge=True` keeps a copy of the
         base weight and bias instead, so unmerging restores them bit for bit; the copy costs as
-        much memory as the merged weights themselves.
+        much memory as the merged weights themselves. A packed base is always kept: merging
+        replaces it by a float layer, and unmerging puts the packed layer back, for the price of
+        its 4-bit storage.
         """
         if not self.mergeable:
             raise ValueError(f"{type(self).__name__} adapters cannot be merged into the base weights: the "
@@ -191,13 +193,13 @@ class BaseTunerLayer(AdapterWrapper):
         todo = [a for a in adapter_names if a in self and a not in self.merged_adapters]
         if not todo:
             return
-        if exact_unmerge and not self.merged_adapters:
-            layer, bias = self.base_layer, getattr(self.base_layer, "bias", None)
-            if hasattr(layer, "dequantize"):    # merging replaces a packed layer: keeping it is enough
-                self._unmerged_copy = (layer, None, None)
-            else:
-                self._unmerged_copy = (layer, layer.weight.detach().clone(),
-                                       None if bias is None else bias.detach().clone())
+        layer = self.base_layer
+        if hasattr(layer, "dequantize") and not self.merged_adapters:   # replaced, not written: keep it
+            self._unmerged_copy = (layer, None, None)
+        elif exact_unmerge and not self.merged_adapters:
+            bias = getattr(layer, "bias", None)
+            kept_bias = None if bias is None else bias.detach().clone()
+            self._unmerged_copy = (layer, layer.weight.detach().clone(), kept_bias)
         weight, bias = self.get_base_weight(), self.get_base_bias()
         for name in todo:
             weight, bias = self.merge_weights(name, weight, bias)

@@ -11,7 +11,8 @@ spare retuning the learning rate when r changes (Hu et al., section 4.1); rsLoRA
 slowly, and that s = lora_alpha / sqrt(r) keeps learning stable across ranks (`use_rslora`).
 
 Wrappers (names and weight layout as in `peft`, so adapters load in both):
-- LoraLinear for nn.Linear and GPT-2's Conv1D (which stores W transposed, as (in, out));
+- LoraLinear for nn.Linear, GPT-2's Conv1D (which stores W transposed, as (in, out)) and the 4-bit
+  Linear4bit of peftlab/nf4.py (QLoRA);
   `lora_A[name]` is an nn.Linear(in, r), `lora_B[name]` an nn.Linear(r, out).
 - LoraEmbedding for nn.Embedding: an embedding is a linear map of a one-hot token, so the same
   A (r, vocab) and B (dim, r) apply; A is read by row lookup. peft names them
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from ..nf4 import Linear4bit
 from . import pissa
 from .dora import DoraVariant
 from .layer import BaseTunerLayer
@@ -261,7 +263,9 @@ class LoraEmbedding(LoraLayer):
 class LoraModel(LayerTuner):
     """LoRA's tuner: what it wraps, its default targets, its rules for a new adapter."""
     config_class = LoraConfig
-    layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, nn.Embedding: LoraEmbedding}
+    # Linear4bit: QLoRA, LoRA on a frozen NF4 base (peftlab/nf4.py), read through the base-weight seam.
+    layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, Linear4bit: LoraLinear, nn.Embedding: LoraEmbedding}
+    all_linear = (nn.Linear, Conv1D, Linear4bit)
     # Targets used when target_modules is None (a subset of peft's table).
     default_targets = {
         "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
