@@ -36,16 +36,20 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, float]:
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
 
 
-def memory_breakdown(total: int, trainable: int | None = None, precision: str = "fp32") -> dict[str, int]:
+def memory_breakdown(total: int, trainable: int | None = None, precision: str = "fp32",
+                     frozen_bits: float | None = None) -> dict[str, int]:
     """Bytes of weights, gradients, master weights and Adam states when `trainable` of `total`
-    parameters train (default: all of them, i.e. full fine-tuning)."""
+    parameters train (default: all of them, i.e. full fine-tuning). `frozen_bits`: the frozen
+    parameters are stored in that many bits each (QLoRA's NF4 with double quantization: 4.127)."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     trainable = total if trainable is None else trainable
     if not 0 <= trainable <= total:
         raise ValueError(f"trainable ({trainable}) must be between 0 and total ({total}).")
     b = PRECISIONS[precision]
-    parts = {"weights": total * b["weight"], "gradients": trainable * b["gradient"],
+    frozen_bytes = b["weight"] if frozen_bits is None else frozen_bits / 8
+    weights = round(trainable * b["weight"] + (total - trainable) * frozen_bytes)
+    parts = {"weights": weights, "gradients": trainable * b["gradient"],
              "master weights": trainable * b["master"], "Adam moments": trainable * b["adam"]}
     return parts | {"total": sum(parts.values())}
 
@@ -62,6 +66,28 @@ def measured_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | No
             state += sum(t.numel() * t.element_size() for k, t in s.items()
                          if torch.is_tensor(t) and k != "step")
     return {"weights": weights, "gradients": grads, "Adam moments": state, "total": weights + grads + state}
+
+
+# LLaMA's shapes (Touvron et al. 2023, arXiv:2302.13971, Table 2): hidden, FFN width, layers; vocabulary 32,000.
+LLAMA_SHAPES = {"7B": (4096, 11008, 32), "13B": (5120, 13824, 40), "33B": (6656, 17920, 60), "65B": (8192, 22016, 80)}
+
+
+def llama_parameters(hidden: int, ffn: int, layers: int, vocab: int = 32000) -> int:
+    """Parameters of a LLaMA-1 model: untied input and output embeddings, and per block q, k, v, o
+    (hidden x hidden), gate, up, down (hidden x ffn) and two RMSNorm gains; one final norm."""
+    return 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * ffn + 2 * hidden) + hidden
+
+
+def lora_parameters(hidden: int, ffn: int, layers: int, r: int) -> int:
+    """LoRA at rank r on every linear layer of the blocks (QLoRA's setting): r (in + out) each."""
+    return layers * r * (4 * (hidden + hidden) + 3 * (hidden + ffn))
+
+
+def stored_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer the model holds (a shared tensor once): what it weighs in
+    memory, packed 4-bit weights and their scaling constants included."""
+    tensors = {t.data_ptr(): t for t in (*model.parameters(), *model.buffers()) if t.numel()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def human_bytes(n: float) -> str:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 
 FROZEN, TRAINED, TEXT = "#d9d9d9", "#f5a142", "#333333"
+QUANTIZED = "#9ecae1"   # frozen and stored in 4 bits (QLoRA)
 # name: (x, y, width, height) of the block's boxes; the stream runs upwards at x = 0.
 BOXES = {"norm 1": (-0.9, 0.6, 1.8, 0.45), "attention": (-1.3, 1.4, 2.6, 1.5), "norm 2": (-0.9, 4.2, 1.8, 0.45),
          "MLP": (-1.3, 5.0, 2.6, 1.5)}
@@ -17,11 +18,12 @@ ADDS = (3.75, 7.35)            # heights of the two residual additions
 ADAPTER_SLOTS = (3.1, 6.7)     # where a sequential adapter sits: after each block, before its addition
 TITLES = {"full": "full fine-tuning", "lora": "LoRA", "ia3": "(IA)³", "houlsby": "Houlsby adapters",
           "pfeiffer": "Pfeiffer adapter", "parallel": "parallel adapter", "bitfit": "BitFit",
-          "ln_tuning": "LayerNorm tuning"}
+          "ln_tuning": "LayerNorm tuning", "qlora": "QLoRA (blue: 4-bit)"}
 
 
-def _box(ax, x, y, w, h, label, trained=False, fontsize=8):
-    ax.add_patch(Rectangle((x, y), w, h, facecolor=TRAINED if trained else FROZEN, edgecolor="#555555", lw=0.8))
+def _box(ax, x, y, w, h, label, trained=False, fontsize=8, color=None):
+    color = color or (TRAINED if trained else FROZEN)
+    ax.add_patch(Rectangle((x, y), w, h, facecolor=color, edgecolor="#555555", lw=0.8))
     ax.text(x + w / 2, y + h / 2, label, ha="center", va="center", fontsize=fontsize, color=TEXT)
 
 
@@ -44,7 +46,7 @@ def draw_block(ax, method: str) -> None:
             ax.text(x + w / 2, y + h - 0.2, name, ha="center", va="center", fontsize=8, color=TEXT)
     for name, (x, y) in PROJECTIONS.items():
         width = 1.0 if name in ("up", "down") else 0.5
-        _box(ax, x, y, width, 0.5, name, trained=full, fontsize=7)
+        _box(ax, x, y, width, 0.5, name, trained=full, fontsize=7, color=QUANTIZED if method == "qlora" else None)
         if method == "bitfit":
             _tag(ax, x + width - 0.05, y + 0.5, "+b")
     if method == "bitfit":
@@ -69,7 +71,7 @@ def draw_block(ax, method: str) -> None:
         ax.plot([-1.6, -1.6], [y0, y1], color="#888888", lw=0.8)
         ax.plot([-1.6, -0.18], [y1, y1], color="#888888", lw=0.8)
         ax.plot([-1.6, 0], [y0, y0], color="#888888", lw=0.8)
-    if method == "lora":
+    if method in ("lora", "qlora"):
         for name in ("q", "v"):
             x, y = PROJECTIONS[name]
             _box(ax, x, y + 0.58, 0.5, 0.35, "BA", trained=True, fontsize=7)
