@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from peftlab.experiments import nb07_adapters, protocol
+from peftlab.experiments import nb07_adapters, nb11_qlora, protocol
 from peftlab.experiments.protocol import Method, compare, load_results
 
 
@@ -41,6 +41,14 @@ def test_the_stored_nb07_results_describe_the_experiment_as_defined():
         assert row["lr"] in nb07_adapters.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
         assert row["test_min"] <= row["test_mean"] <= row["test_max"]
     assert list(stored["bottleneck_sizes"]) == [f"m={128 // f}" for f in nb07_adapters.REDUCTION_FACTORS]
+
+
+def test_the_stored_nb11_results_describe_the_experiment_as_defined():
+    stored = load_results("nb11_qlora")
+    assert stored["settings"]["steps"] == nb11_qlora.SETTINGS["steps"]
+    assert stored["settings"]["seeds"] == list(nb11_qlora.SETTINGS["seeds"])
+    assert list(stored["rows"]) == list(nb11_qlora.METHODS)
+    assert all(row["lr"] in nb11_qlora.LRS and len(row["test"]) == 5 for row in stored["rows"].values())
 
 
 def test_missing_results_say_how_to_make_them(tmp_path, monkeypatch):

@@ -29,9 +29,11 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 
 @dataclass(frozen=True)
 class Method:
-    """A way to fine-tune: a config for get_peft_model (None: full fine-tuning) and a learning-rate grid."""
+    """A way to fine-tune: a config for get_peft_model (None: full fine-tuning), a learning-rate grid,
+    and what to do to the base model first, in place (QLoRA: quantize it)."""
     config: Callable[[], object] | None
     lrs: tuple[float, ...]
+    prepare_base: Callable[[object], object] | None = None
 
 
 def score(model, tokenizer, task_name: str, rows) -> float:
@@ -42,18 +44,22 @@ def score(model, tokenizer, task_name: str, rows) -> float:
 
 
 def run_method(method: Method, lr: float, seed: int, *, base_name: str, task_name: str, steps: int,
-               batch_size: int, eval_rows: dict[str, list], progress: bool = False) -> dict:
-    """Train one method once; return its trainable parameters, scores on `eval_rows` and final loss.
-    (No timings: these runs share the machine with other work; notebooks time what they claim live.)"""
+               batch_size: int, eval_rows: dict[str, list], progress: bool = False, keep_model: bool = False) -> dict:
+    """Train one method once; return its trainable parameters, scores on `eval_rows` and final loss,
+    and with `keep_model` the trained model too. (No timings: these runs share the machine with other
+    work; notebooks time what they claim live.)"""
     base, tokenizer = load_base_model(base_name)
+    if method.prepare_base is not None:
+        method.prepare_base(base)
     torch.manual_seed(seed)
     model = copy.deepcopy(base) if method.config is None else get_peft_model(base, method.config())
     task = load_task(task_name)
     history = train(model, task["train"], PromptTargetCollator(tokenizer), steps=steps, lr=lr,
                     batch_size=batch_size, seed=seed, progress=progress, desc=f"lr {lr:g}, seed {seed}")
     scores = {split: round(score(model, tokenizer, task_name, rows), 4) for split, rows in eval_rows.items()}
-    return {"trainable": parameter_counts(model)["trainable"], **scores,
-            "final_loss": round(sum(history.loss[-10:]) / 10, 4)}
+    result = {"trainable": parameter_counts(model)["trainable"], **scores,
+              "final_loss": round(sum(history.loss[-10:]) / 10, 4)}
+    return {**result, "model": model} if keep_model else result
 
 
 def compare(methods: dict[str, Method], *, base_name: str, task_name: str, steps: int, batch_size: int,
