@@ -145,3 +145,24 @@ def test_nb07_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     assert "5,760" in capsys.readouterr().out
     assert not nb07.check_train_only(lambda m, k: train_only(m, "bias"), gpt2)
     assert "kind 'norm'" in capsys.readouterr().out
+
+
+def test_nb11_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
+    import torch
+
+    from peftlab.exercises import nb11_qlora as nb11
+    from peftlab.memory import LLAMA_SHAPES, llama_parameters
+    n = llama_parameters(*LLAMA_SHAPES["7B"])
+    assert not nb11.check_7b_nf4_gigabytes(None)
+    assert nb11.check_7b_nf4_gigabytes(n * 4.127 / 8 / 1e9)
+    assert not nb11.check_7b_nf4_gigabytes(n * 4.5 / 8 / 1e9)
+    assert "double quantization" in capsys.readouterr().out.splitlines()[-1]
+    assert nb11.check_unpack_codes(lambda p: torch.stack([p >> 4, p & 0xF], dim=1).flatten())
+    assert not nb11.check_unpack_codes(lambda p: torch.stack([p & 0xF, p >> 4], dim=1).flatten())
+    assert "high" in capsys.readouterr().out.splitlines()[-1]
+    weights = {"a": torch.randn(64, 128, generator=torch.Generator().manual_seed(0))}
+    best, stats = nb11.best_block(weights)
+    assert best == 64 and stats[32][1] > 4.25 and stats[32][0] < stats[64][0]   # 32 errs less, costs too much
+    assert nb11.check_best_block_size(lambda w: 64, weights)
+    assert not nb11.check_best_block_size(lambda w: 32, weights)
+    assert "over the budget" in capsys.readouterr().out.splitlines()[-1]
