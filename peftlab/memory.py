@@ -7,8 +7,8 @@ weights and 16-bit gradients, but also an fp32 master copy and fp32 moments:
 2 + 2 + 4 + 4 + 4 = 16 bytes again (the ZeRO paper's count, Rajbhandari et al., 2019,
 arXiv:1910.02054). Mixed precision saves time and activation memory, not optimizer memory.
 A *frozen* parameter needs only its weight: 4 bytes in fp32, 2 in 16-bit. That asymmetry is
-what parameter-efficient fine-tuning exploits. Activations are not counted here: they depend
-on batch size and sequence length, not on how many parameters train.
+what parameter-efficient fine-tuning exploits. Activations are counted apart (they depend on
+batch size and sequence length more than on how many parameters train): `llama_activation_bytes`.
 """
 import torch
 
@@ -81,6 +81,65 @@ def llama_parameters(hidden: int, ffn: int, layers: int, vocab: int = 32000) -> 
 def lora_parameters(hidden: int, ffn: int, layers: int, r: int) -> int:
     """LoRA at rank r on every linear layer of the blocks (QLoRA's setting): r (in + out) each."""
     return layers * r * (4 * (hidden + hidden) + 3 * (hidden + ffn))
+
+
+def llama_block_activations(hidden: int, ffn: int, r: int | None = None, seq: int = 512,
+                             attention: str = "sdpa", heads: int | None = None) -> int:
+    """Values one LLaMA block keeps per token for the backward pass (counted from what autograd saves,
+    and checked against it in tests/test_memory.py). With LoRA at rank r on its seven linear layers
+    and a frozen base: 8 hidden-sized tensors (each RMSNorm's input and output, q, k, v, attention's
+    output), 4 FFN-sized ones (gate, up, SiLU(gate), their product), each adapter's A x (r), one
+    softmax normaliser per head and one RMS per norm. Full fine-tuning (r=None) keeps 2 more
+    hidden-sized tensors: a trainable gain needs its normalised input. Attention that writes out
+    its probabilities ("eager") keeps heads x seq of them per token instead of one per head."""
+    if attention not in ("sdpa", "eager"):
+        raise ValueError(f"Unknown attention {attention!r}; choose 'sdpa' (fused, as in flash attention) or 'eager'.")
+    heads = heads or hidden // 128                          # LLaMA's heads are 128 wide
+    per_head = seq if attention == "eager" else 1
+    adapted = 10 * hidden if r is None else 8 * hidden + 7 * r
+    return adapted + 4 * ffn + heads * per_head + 2
+
+
+def llama_activation_bytes(hidden: int, ffn: int, layers: int, batch: int, seq: int, r: int | None = None,
+                           checkpointing: bool = True, value_bytes: int = 2, vocab: int = 32000,
+                           attention: str = "sdpa", heads: int | None = None) -> int:
+    """Bytes of activations kept for the backward pass of a LLaMA on batch x seq tokens. Gradient
+    checkpointing (as QLoRA trains) keeps only each block's input and recomputes one block at a time
+    in the backward pass; without it every block keeps everything. The logits are kept in fp32 for
+    the loss. The final norm keeps 3 hidden-sized tensors and its RMS in full fine-tuning; with
+    LoRA, what it keeps equals what the first block does not (its input comes from a frozen
+    embedding, so it needs no gradient)."""
+    block = llama_block_activations(hidden, ffn, r, seq, attention, heads)
+    blocks = layers * hidden + block if checkpointing else layers * block
+    final_norm = 3 * hidden + 1 if r is None else 0
+    return batch * seq * ((blocks + final_norm) * value_bytes + vocab * 4)
+
+
+QLORA_BITS = 4 + 8 / 64 + 32 / (64 * 256)   # NF4 with double quantization, blocks of 64 (peftlab/nf4.py)
+
+
+def finetuning_memory(size: str, method: str, r: int = 64, batch: int = 1, seq: int = 512,
+                      checkpointing: bool = True) -> dict[str, int]:
+    """Bytes to fine-tune a LLaMA of `size` with Adam in mixed precision: "full", "LoRA" (16-bit frozen
+    base) or "QLoRA" (NF4 base), LoRA at rank r on every linear layer of the blocks; activations for
+    batch x seq tokens. QLoRA quantizes the blocks' linear layers only: embeddings and output head
+    stay 16-bit."""
+    if method not in ("full", "LoRA", "QLoRA"):
+        raise ValueError(f"Unknown method {method!r}; choose 'full', 'LoRA' or 'QLoRA'.")
+    if size not in LLAMA_SHAPES:
+        raise ValueError(f"Unknown LLaMA size {size!r}; choose one of {', '.join(LLAMA_SHAPES)}.")
+    hidden, ffn, layers = LLAMA_SHAPES[size]
+    base = llama_parameters(hidden, ffn, layers)
+    adapters = 0 if method == "full" else lora_parameters(hidden, ffn, layers, r)
+    parts = memory_breakdown(base + adapters, adapters or None, precision="mixed",
+                             frozen_bits=QLORA_BITS if method == "QLoRA" else None)
+    if method == "QLoRA":
+        embeddings = 2 * 32000 * hidden
+        parts["weights"] += round(embeddings * (2 - QLORA_BITS / 8))
+    parts["activations"] = llama_activation_bytes(hidden, ffn, layers, batch, seq,
+                                                  None if method == "full" else r, checkpointing)
+    parts.pop("total")
+    return parts | {"total": sum(parts.values())}
 
 
 def stored_bytes(model: torch.nn.Module) -> int:

@@ -3,7 +3,7 @@ import ipywidgets as widgets
 import torch
 from IPython.display import display
 
-from .memory import LLAMA_SHAPES, PRECISIONS, human_bytes, llama_parameters, lora_parameters, memory_breakdown
+from .memory import LLAMA_SHAPES, PRECISIONS, finetuning_memory, human_bytes, memory_breakdown
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 20,
@@ -62,31 +62,21 @@ def memory_calculator() -> widgets.VBox:
     return widgets.VBox([size, precision, percent, output])
 
 
-QLORA_BITS = 4 + 8 / 64 + 32 / (64 * 256)   # NF4 with double quantization, blocks of 64 (peftlab/nf4.py)
-GPU_GB = {"24 GB": 24e9, "48 GB": 48e9, "80 GB": 80e9}
-
-
-def finetuning_memory(size: str, method: str, r: int = 64) -> dict[str, int]:
-    """Bytes to fine-tune a LLaMA of `size` with Adam in mixed precision: "full", "LoRA" (16-bit frozen
-    base) or "QLoRA" (4-bit base), LoRA at rank r on every linear layer. Activations not included."""
-    shape = LLAMA_SHAPES[size]
-    base = llama_parameters(*shape)
-    if method == "full":
-        return memory_breakdown(base, precision="mixed")
-    adapters = lora_parameters(*shape, r)
-    frozen_bits = QLORA_BITS if method == "QLoRA" else None
-    return memory_breakdown(base + adapters, adapters, precision="mixed", frozen_bits=frozen_bits)
+GPU_MEMORY = {"24 GB": 24 * 2**30, "48 GB": 48 * 2**30, "80 GB": 80 * 2**30}   # a GPU's "GB" are GiB
 
 
 def qlora_memory_calculator() -> widgets.VBox:
-    """Memory of fine-tuning LLaMA 7B-65B: full, LoRA or QLoRA, against the size of real GPUs."""
+    """Memory of fine-tuning LLaMA 7B-65B (full, LoRA or QLoRA) on a batch, against the size of real GPUs."""
     size = widgets.ToggleButtons(options=list(LLAMA_SHAPES), value="65B", description="LLaMA")
     method = widgets.ToggleButtons(options=["full", "LoRA", "QLoRA"], value="QLoRA", description="method")
     rank = widgets.SelectionSlider(options=[8, 16, 32, 64, 128], value=64, description="LoRA rank")
+    batch = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32], value=1, description="batch")
+    seq = widgets.SelectionSlider(options=[256, 512, 1024, 2048, 4096], value=512, description="sequence")
+    checkpointing = widgets.Checkbox(value=True, description="gradient checkpointing")
     output = widgets.Output()
 
     def update(_=None):
-        parts = finetuning_memory(size.value, method.value, rank.value)
+        parts = finetuning_memory(size.value, method.value, rank.value, batch.value, seq.value, checkpointing.value)
         with output:
             output.clear_output(wait=True)
             import matplotlib.pyplot as plt
@@ -94,22 +84,23 @@ def qlora_memory_calculator() -> widgets.VBox:
             left = 0
             for name, value in parts.items():
                 if name != "total" and value:
-                    ax.barh([0], [value / 1e9], left=left, label=name)
-                    left += value / 1e9
-            for label, limit in GPU_GB.items():
-                ax.axvline(limit / 1e9, color="#777777", linestyle="--", lw=0.8)
-                ax.text(limit / 1e9, 0.45, label, fontsize=8, ha="center")
-            ax.set_xlim(0, max(100, 1.05 * parts["total"] / 1e9))
+                    ax.barh([0], [value / 2**30], left=left, label=name)
+                    left += value / 2**30
+            for label, limit in GPU_MEMORY.items():
+                ax.axvline(limit / 2**30, color="#777777", linestyle="--", lw=0.8)
+                ax.text(limit / 2**30, 0.45, label, fontsize=8, ha="center")
+            ax.set_xlim(0, max(100, 1.05 * parts["total"] / 2**30))
             ax.set_yticks([])
-            ax.set_xlabel("GB (weights, gradients, optimizer state; activations not included)")
-            ax.set_title(f"LLaMA-{size.value}, {method.value}: {parts['total'] / 1e9:,.1f} GB")
+            ax.set_xlabel("GiB")
+            ax.set_title(f"LLaMA-{size.value}, {method.value}: {parts['total'] / 2**30:,.1f} GiB", pad=14)
             ax.legend(fontsize=7, loc="lower right")
             plt.show()
 
-    for w in (size, method, rank):
+    controls = (size, method, rank, batch, seq, checkpointing)
+    for w in controls:
         w.observe(update, names="value")
     update()
-    return widgets.VBox([size, method, rank, output])
+    return widgets.VBox([*controls, output])
 
 
 def show(widget) -> None:
