@@ -13,26 +13,29 @@ from soft_prompt_testutils import METHODS as PROMPT_METHODS
 
 from peftlab.nf4 import quantize_model
 
-LAYER_ARCHS = ("gpt2", "llama", "opt", "bert", "mlp")
+LAYER_ARCHS = ("gpt2", "llama", "neox", "opt", "bert", "mlp")
 PROMPT_ARCHS = ("gpt2", "llama", "opt")
-QLORA_ARCHS = ("gpt2", "llama", "opt", "mlp")   # BERT's classifier would be quantized and then trained in full
+QLORA_ARCHS = ("gpt2", "llama", "neox", "opt", "mlp")   # BERT's classifier would be quantized and then trained in full
 
 # Targets that cover each architecture's layer types: GPT-2's Conv1D and an untied embedding,
 # Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT with a new head.
 LORA_TARGETS = {"gpt2": ["c_attn", "c_fc", "wpe"], "llama": ["q_proj", "v_proj", "down_proj", "embed_tokens"],
+                "neox": ["query_key_value", "dense_4h_to_h", "embed_in"],
                 "opt": ["q_proj", "v_proj", "fc1"], "bert": ["query", "value", "word_embeddings"],
                 "mlp": ["fc1", "fc2"]}
-LINEAR_TARGETS = {arch: [t for t in ts if t not in ("wpe", "embed_tokens", "word_embeddings")]
+LINEAR_TARGETS = {arch: [t for t in ts if t not in ("wpe", "embed_tokens", "word_embeddings", "embed_in")]
                   for arch, ts in LORA_TARGETS.items()}
 IA3_TARGETS = {"gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
                "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+               "neox": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
                "opt": (["q_proj", "k_proj", "fc2"], ["fc2"]),
                "bert": (["key", "value", "output.dense"], ["output.dense"]),
                "mlp": (["fc1", "fc2"], ["fc2"])}
 
 
 # Norms to tune where the architecture has no default; bottleneck blocks where it has none.
-LN_TARGETS = {"opt": ["self_attn_layer_norm", "final_layer_norm"], "bert": ["LayerNorm"]}
+LN_TARGETS = {"opt": ["self_attn_layer_norm", "final_layer_norm"], "bert": ["LayerNorm"],
+              "neox": ["input_layernorm", "post_attention_layernorm"]}
 BOTTLENECK_TARGETS = {"bert": ["output.dense"], "mlp": ["fc1"]}
 
 
@@ -105,15 +108,15 @@ ROWS = {
     "lora": Row(lora(), LAYER_ARCHS),
     "rslora": Row(lora(use_rslora=True), LAYER_ARCHS),
     "dora": Row(lora(use_dora=True), LAYER_ARCHS),
-    "pissa": Row(lora(init_lora_weights="pissa", lora_alpha=4), ("gpt2", "llama", "opt", "mlp")),
+    "pissa": Row(lora(init_lora_weights="pissa", lora_alpha=4), ("gpt2", "llama", "neox", "opt", "mlp")),
     "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
-    "lora_bias_all": Row(lora(bias="all"), ("gpt2", "opt", "bert", "mlp"), trains_base=True),
+    "lora_bias_all": Row(lora(bias="all"), ("gpt2", "neox", "opt", "bert", "mlp"), trains_base=True),
     "ia3": Row(ia3, LAYER_ARCHS),
     # QLoRA: LoRA and DoRA on the 4-bit base (peftlab/nf4.py); peft would need bitsandbytes' layers.
     "qlora": Row(lora(linear_only=True), QLORA_ARCHS, in_peft=False, base=quantized),
     "qdora": Row(lora(linear_only=True, use_dora=True), QLORA_ARCHS, in_peft=False, base=quantized),
-    "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "opt", "bert")),
-    "bitfit": Row(bitfit, ("gpt2", "opt", "bert", "mlp"), in_peft=False),
+    "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "neox", "opt", "bert")),
+    "bitfit": Row(bitfit, ("gpt2", "neox", "opt", "bert", "mlp"), in_peft=False),
     "houlsby_adapter": Row(bottleneck(mh_adapter=True, non_linearity="gelu"), LAYER_ARCHS, mergeable=False,
                            in_peft=False),
     "parallel_adapter": Row(bottleneck(is_parallel=True, scaling=4.0), LAYER_ARCHS, mergeable=False, in_peft=False),

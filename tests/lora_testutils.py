@@ -8,6 +8,8 @@ from transformers import (
     BertForSequenceClassification,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     OPTConfig,
@@ -49,6 +51,13 @@ def llama():
                                         pad_token_id=0))
 
 
+def neox():
+    """GPT-NeoX (Pythia's layout): q, k and v fused in one query_key_value layer, with biases."""
+    return GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32,
+                                            bos_token_id=1, eos_token_id=2, pad_token_id=0))
+
+
 def opt():
     return OPTForCausalLM(OPTConfig(vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
                                     num_attention_heads=2, max_position_embeddings=32,
@@ -61,7 +70,7 @@ def bert_cls(hidden=32):
                                                     max_position_embeddings=32))
 
 
-BUILDERS = {"gpt2": gpt2, "llama": llama, "opt": opt, "bert": bert_cls, "mlp": MLP}
+BUILDERS = {"gpt2": gpt2, "llama": llama, "neox": neox, "opt": opt, "bert": bert_cls, "mlp": MLP}
 
 
 def build(arch: str, seed: int = 0, **kwargs) -> nn.Module:

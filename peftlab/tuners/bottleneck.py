@@ -131,7 +131,7 @@ class BottleneckModel(LayerTuner):
     # (attention block, feed-forward block) of each layer, by module name.
     blocks = {"llama": ("self_attn", "mlp"), "mistral": ("self_attn", "mlp"), "qwen2": ("self_attn", "mlp"),
               "qwen3": ("self_attn", "mlp"), "gemma": ("self_attn", "mlp"), "gpt2": ("attn", "mlp"),
-              "opt": ("self_attn", "fc2")}
+              "opt": ("self_attn", "fc2"), "gpt_neox": ("attention", "mlp")}
 
     @classmethod
     def wrapper_class(cls, module):

@@ -118,12 +118,12 @@ class IA3Model(LayerTuner):
         "qwen2": ["q_proj", "v_proj", "down_proj"], "qwen3": ["q_proj", "v_proj", "down_proj"],
         "gemma": ["q_proj", "v_proj", "down_proj"], "opt": ["q_proj", "k_proj", "fc2"],
         "gpt2": ["c_attn", "mlp.c_proj"], "bert": ["key", "value", "output.dense"],
-        "roberta": ["key", "value", "output.dense"],
+        "roberta": ["key", "value", "output.dense"], "gpt_neox": ["query_key_value", "dense_4h_to_h"],
     }
     default_feedforward = {
         "llama": ["down_proj"], "mistral": ["down_proj"], "qwen2": ["down_proj"], "qwen3": ["down_proj"],
         "gemma": ["down_proj"], "opt": ["fc2"], "gpt2": ["mlp.c_proj"], "bert": ["output.dense"],
-        "roberta": ["output.dense"],
+        "roberta": ["output.dense"], "gpt_neox": ["dense_4h_to_h"],
     }
 
     def prepare_config(self, config):

@@ -271,6 +271,7 @@ class LoraModel(LayerTuner):
         "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
         "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
         "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
+        "gpt_neox": ["query_key_value"],
     }
 
     def prepare_config(self, config):
