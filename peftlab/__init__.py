@@ -16,6 +16,7 @@ from .model import PeftModel, get_peft_model
 from .runtime import pick_device, seed_everything, setup_notebook
 from .train import History, train
 from .tuners import (
+    AdaLoraConfig,
     BaseTuner,
     BaseTunerLayer,
     BitFitConfig,
@@ -24,6 +25,8 @@ from .tuners import (
     LayerMethodConfig,
     LayerTuner,
     LNTuningConfig,
+    LoHaConfig,
+    LoKrConfig,
     LoraConfig,
     ModulesToSaveWrapper,
     PrefixTuningConfig,
@@ -34,6 +37,7 @@ from .tuners import (
     PromptTuningConfig,
     PromptTuningInit,
     SoftPromptEncoder,
+    VeraConfig,
     register_method,
 )
 from .zoo import BASE_MODEL, load_base_model
@@ -45,8 +49,11 @@ __all__ = [
     "pick_device", "seed_everything", "setup_notebook",
     # adapters, with peft's names
     "get_peft_model", "PeftModel", "PeftConfig", "PeftType", "TaskType", "get_peft_model_state_dict",
-    "set_peft_model_state_dict", "LoraConfig", "IA3Config", "LNTuningConfig", "PromptTuningConfig",
+    "set_peft_model_state_dict", "LoraConfig", "IA3Config", "LoHaConfig", "LoKrConfig", "LNTuningConfig",
+    "AdaLoraConfig",
+    "PromptTuningConfig",
     "PromptTuningInit", "PromptEncoderConfig", "PromptEncoderReparameterizationType", "PrefixTuningConfig",
+    "VeraConfig",
     # peftlab's own methods (peft has no such): same folder layout, their own peft_type
     "BitFitConfig", "BottleneckConfig",
     "create_loraplus_param_groups",

@@ -33,8 +33,12 @@ class PeftType(str, Enum):
     """The methods peftlab implements, by peft's names (a str Enum: PeftType.LORA == "LORA").
     BITFIT and BOTTLENECK are peftlab's own: peft has no such methods."""
     LORA = "LORA"
+    ADALORA = "ADALORA"
     IA3 = "IA3"
+    LOHA = "LOHA"
+    LOKR = "LOKR"
     LN_TUNING = "LN_TUNING"
+    VERA = "VERA"
     BITFIT = "BITFIT"
     BOTTLENECK = "BOTTLENECK"
     PROMPT_TUNING = "PROMPT_TUNING"

@@ -16,6 +16,7 @@ from peftlab.nf4 import quantize_model
 LAYER_ARCHS = ("gpt2", "llama", "neox", "opt", "bert", "mlp")
 PROMPT_ARCHS = ("gpt2", "llama", "opt")
 QLORA_ARCHS = ("gpt2", "llama", "neox", "opt", "mlp")   # BERT's classifier would be quantized and then trained in full
+LYCORIS_ARCHS = ("llama", "neox", "opt", "bert", "mlp")    # peft's LoHa and LoKr: nn.Linear, not Conv1D
 
 # Targets that cover each architecture's layer types: GPT-2's Conv1D and an untied embedding,
 # Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT with a new head.
@@ -82,8 +83,31 @@ def ia3(lib, arch):
     return lib.IA3Config(target_modules=targets, feedforward_modules=feedforward, **task(arch))
 
 
+def vera(lib, arch):
+    """Targets of several shapes, so each layer reads its own corner of the shared projections."""
+    return lib.VeraConfig(r=4, target_modules=LINEAR_TARGETS[arch], **task(arch))
+
+
+def adalora(lib, arch):
+    """init_r=4 on the linear targets (GPT-2's Conv1D too: peft's AdaLoRA wraps it), falling to target_r=2."""
+    return lib.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10, target_modules=LINEAR_TARGETS[arch],
+                             **task(arch))
+
+
 def ln_tuning(lib, arch):
     return lib.LNTuningConfig(target_modules=LN_TARGETS.get(arch), **task(arch))
+
+
+def lycoris(method: str, pattern: dict | None = None, **kw) -> Callable:
+    """LoHa or LoKr (`method`: "LoHa", "LoKr") on the linear targets; `pattern` ({"r": .., "alpha": ..})
+    gives the second target its own rank and alpha (rank_pattern / alpha_pattern)."""
+    def make(lib, arch):
+        options = {"r": 4, "alpha": 8, "target_modules": LINEAR_TARGETS[arch], **task(arch), **kw}
+        if pattern:
+            second = LINEAR_TARGETS[arch][1]
+            options.update(rank_pattern={second: pattern["r"]}, alpha_pattern={second: pattern["alpha"]})
+        return getattr(lib, f"{method}Config")(**options)
+    return make
 
 
 def bitfit(lib, arch):
@@ -112,6 +136,20 @@ ROWS = {
     "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
     "lora_bias_all": Row(lora(bias="all"), ("gpt2", "neox", "opt", "bert", "mlp"), trains_base=True),
     "ia3": Row(ia3, LAYER_ARCHS),
+    "vera": Row(vera, LAYER_ARCHS),
+    # AdaLoRA: a rank_pattern (triplets cut after allocation) is tested in test_adalora.py: perturbing
+    # the masked λ here would make the cut folder differ from the model, in peft as in peftlab.
+    "adalora": Row(adalora, LAYER_ARCHS),
+    # LoHa and LoKr: peft wraps nn.Linear only; peftlab also GPT-2's Conv1D (rows *_conv1d). On these
+    # small layers LoKr's r=2 makes W2 low rank (full on the MLP's), the pattern's r=4 both factors full.
+    "loha": Row(lycoris("LoHa"), LYCORIS_ARCHS),
+    "loha_patterns": Row(lycoris("LoHa", pattern={"r": 2, "alpha": 16}), LYCORIS_ARCHS),
+    "loha_conv1d": Row(lycoris("LoHa"), ("gpt2",), in_peft=False),
+    "lokr": Row(lycoris("LoKr", r=2, alpha=4), LYCORIS_ARCHS),
+    "lokr_patterns": Row(lycoris("LoKr", pattern={"r": 4, "alpha": 16}, r=2, alpha=4), LYCORIS_ARCHS),
+    "lokr_decompose_both": Row(lycoris("LoKr", r=1, alpha=2, decompose_both=True), LYCORIS_ARCHS),
+    "lokr_factor_lycoris_init": Row(lycoris("LoKr", r=2, decompose_factor=4, init_weights="lycoris"), LYCORIS_ARCHS),
+    "lokr_conv1d": Row(lycoris("LoKr", r=2, alpha=4), ("gpt2",), in_peft=False),
     # QLoRA: LoRA and DoRA on the 4-bit base (peftlab/nf4.py); peft would need bitsandbytes' layers.
     "qlora": Row(lora(linear_only=True), QLORA_ARCHS, in_peft=False, base=quantized),
     "qdora": Row(lora(linear_only=True, use_dora=True), QLORA_ARCHS, in_peft=False, base=quantized),

@@ -189,7 +189,8 @@ def test_config_round_trip_and_refusals(tmp_path):
     assert PeftConfig.from_dict(data) == cfg   # fields peftlab does not use, switched off: ignored
     with pytest.raises(ValueError, match=r"layer_replication=\[\[0, 1\]\].*silently"):
         PeftConfig.from_dict({**data, "layer_replication": [[0, 1]]})
-    with pytest.raises(ValueError, match="peftlab implements: BITFIT, BOTTLENECK, IA3, LN_TUNING, LORA"):
+    implemented = "ADALORA, BITFIT, BOTTLENECK, IA3, LN_TUNING, LOHA, LOKR, LORA"
+    with pytest.raises(ValueError, match=f"peftlab implements: {implemented}"):
         PeftConfig.from_dict({**data, "peft_type": "NOPE"})
     with pytest.raises(ValueError, match="not implemented in peftlab"):
         LoraConfig(init_lora_weights="olora")

@@ -53,6 +53,13 @@ class LayerSelection:
                              "(as in peft); put the layer numbers into the regular expression.")
 
 
+def check_ranks(r, rank_pattern: dict | None) -> None:
+    """r and every rank_pattern value must be positive integers (True is not a rank)."""
+    ranks = [r, *(rank_pattern or {}).values()]
+    if any(not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0 for rank in ranks):
+        raise ValueError(f"r (and every rank_pattern value) must be a positive integer, got {ranks}.")
+
+
 def pattern_value(patterns: dict, module_name: str, default):
     """The value of the first key of `patterns` that matches the end of `module_name` (peft's
     rank_pattern rule: "q_proj" and "layers.0.self_attn.q_proj" both match that layer)."""

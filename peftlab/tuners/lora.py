@@ -36,7 +36,7 @@ from ..nf4 import Linear4bit
 from . import pissa
 from .dora import DoraVariant
 from .layer import BaseTunerLayer
-from .layer_config import LayerMethodConfig, LayerSelection, pattern_value
+from .layer_config import LayerMethodConfig, LayerSelection, check_ranks, pattern_value
 from .layer_tuner import LayerTuner, record_fan_in_fan_out
 from .registry import register_method
 
@@ -77,9 +77,7 @@ class LoraConfig(LayerSelection, LayerMethodConfig):
     def __post_init__(self):
         super().__post_init__()
         self.check_layer_selection()
-        ranks = [self.r, *(self.rank_pattern or {}).values()]
-        if any(not isinstance(r, int) or isinstance(r, bool) or r <= 0 for r in ranks):
-            raise ValueError(f"r (and every rank_pattern value) must be a positive integer, got {ranks}.")
+        check_ranks(self.r, self.rank_pattern)
         if self.bias not in ("none", "all", "lora_only"):
             raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
         if not 0.0 <= self.lora_dropout < 1.0:
