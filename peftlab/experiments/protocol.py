@@ -30,10 +30,14 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 @dataclass(frozen=True)
 class Method:
     """A way to fine-tune: a config for get_peft_model (None: full fine-tuning), a learning-rate grid,
-    and what to do to the base model first, in place (QLoRA: quantize it)."""
+    what to do to the base model first, in place (QLoRA: quantize it), what to call after each
+    optimizer step (`on_step(model)` returns train's on_step; AdaLoRA: its rank allocation), and what
+    else to report about the trained model (`measure(model)` returns a dict; stored per seed)."""
     config: Callable[[], object] | None
     lrs: tuple[float, ...]
     prepare_base: Callable[[object], object] | None = None
+    on_step: Callable[[torch.nn.Module], Callable[[int], None]] | None = None
+    measure: Callable[[torch.nn.Module], dict] | None = None
 
 
 def score(model, tokenizer, task_name: str, rows) -> float:
@@ -44,10 +48,12 @@ def score(model, tokenizer, task_name: str, rows) -> float:
 
 
 def run_method(method: Method, lr: float, seed: int, *, base_name: str, task_name: str, steps: int,
-               batch_size: int, eval_rows: dict[str, list], progress: bool = False, keep_model: bool = False) -> dict:
+               batch_size: int, eval_rows: dict[str, list], progress: bool = False, keep_model: bool = False,
+               observe: Callable[[torch.nn.Module], Callable[[int], None]] | None = None) -> dict:
     """Train one method once; return its trainable parameters, scores on `eval_rows` and final loss,
-    and with `keep_model` the trained model too. (No timings: these runs share the machine with other
-    work; notebooks time what they claim live.)"""
+    and with `keep_model` the trained model too. `observe(model)`, if given, is called on the model
+    about to train and returns train's `on_step`, to watch the run. (No timings: these runs share the
+    machine with other work; notebooks time what they claim live.)"""
     base, tokenizer = load_base_model(base_name)
     if method.prepare_base is not None:
         method.prepare_base(base)
@@ -55,11 +61,24 @@ def run_method(method: Method, lr: float, seed: int, *, base_name: str, task_nam
     model = copy.deepcopy(base) if method.config is None else get_peft_model(base, method.config())
     task = load_task(task_name)
     history = train(model, task["train"], PromptTargetCollator(tokenizer), steps=steps, lr=lr,
-                    batch_size=batch_size, seed=seed, progress=progress, desc=f"lr {lr:g}, seed {seed}")
+                    batch_size=batch_size, seed=seed, progress=progress, desc=f"lr {lr:g}, seed {seed}",
+                    on_step=chain_steps(*(make(model) for make in (method.on_step, observe) if make is not None)))
     scores = {split: round(score(model, tokenizer, task_name, rows), 4) for split, rows in eval_rows.items()}
     result = {"trainable": parameter_counts(model)["trainable"], **scores,
-              "final_loss": round(sum(history.loss[-10:]) / 10, 4)}
+              "final_loss": round(sum(history.loss[-10:]) / 10, 4),
+              **({"measured": method.measure(model)} if method.measure is not None else {})}
     return {**result, "model": model} if keep_model else result
+
+
+def chain_steps(*calls: Callable[[int], None]) -> Callable[[int], None] | None:
+    """One on_step that makes every call in turn (None when there is none)."""
+    if not calls:
+        return None
+
+    def on_step(step: int) -> None:
+        for call in calls:
+            call(step)
+    return on_step
 
 
 def compare(methods: dict[str, Method], *, base_name: str, task_name: str, steps: int, batch_size: int,
@@ -77,6 +96,8 @@ def compare(methods: dict[str, Method], *, base_name: str, task_name: str, steps
         rows[name] = {"trainable": runs[best][0]["trainable"], "lr": best, "test": test,
                       "test_mean": round(statistics.mean(test), 4), "test_min": min(test), "test_max": max(test),
                       "validation_by_lr": {str(lr): [r["validation"] for r in runs[lr]] for lr in method.lrs}}
+        if method.measure is not None:   # what it measured, per seed, at the chosen rate
+            rows[name].update({key: [r["measured"][key] for r in runs[best]] for key in runs[best][0]["measured"]})
         print(f"{name:>18}: lr {best:g}, test {rows[name]['test_mean']:.3f} "
               f"[{rows[name]['test_min']:.3f}-{rows[name]['test_max']:.3f}], {rows[name]['trainable']:,} trainable",
               flush=True)
