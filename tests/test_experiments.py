@@ -57,3 +57,61 @@ def test_missing_results_say_how_to_make_them(tmp_path, monkeypatch):
         load_results("nope")
     protocol.save_results("mine", {"rows": {}}, seconds=1.2)
     assert json.loads((tmp_path / "mine.json").read_text())["ran_on"]["seconds"] == 1
+
+
+def test_the_decomposition_observer_records_every_query_projection_every_few_steps():
+    from peftlab.experiments import nb05_variants
+    points = []
+    run = protocol.run_method(nb05_variants.METHODS["DoRA r=2"], 1e-2, 0, base_name="pico-llama-1m",
+                              task_name="sentiment", steps=4, batch_size=4, eval_rows={},
+                              observe=nb05_variants.decomposition_observer(points, "q_proj", every=2))
+    assert run["trainable"] == 4352
+    assert [(p["step"], p["layer"]) for p in points] == [(s, i) for s in (2, 4) for i in range(4)]
+    assert all(p["dM"] >= 0 and p["dD"] >= 0 for p in points) and any(p["dD"] > 0 for p in points)
+
+
+def test_the_stored_nb05_results_describe_the_experiment_as_defined():
+    from peftlab.experiments import nb05_variants
+    stored = load_results("nb05_variants")
+    settings = nb05_variants.SETTINGS
+    assert stored["settings"]["steps"] == settings["steps"] and stored["settings"]["seeds"] == list(settings["seeds"])
+    assert list(stored["rows"]) == list(nb05_variants.METHODS)
+    for name, row in stored["rows"].items():
+        assert row["lr"] in nb05_variants.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
+    for family, methods in nb05_variants.BUDGETS.items():
+        assert list(stored["budgets"][family]) == list(methods)
+        assert all(run["lr"] in methods[name].lrs for name, run in stored["budgets"][family].items())
+    decomposition = stored["decomposition"]
+    assert list(decomposition) == list(nb05_variants.DECOMPOSITION["methods"])
+    for runs in decomposition.values():
+        assert list(runs) == [str(s) for s in nb05_variants.DECOMPOSITION["seeds"]]
+        assert all(len(run["points"]) == 4 * settings["steps"] // nb05_variants.DECOMPOSITION["every"]
+                   for run in runs.values())
+
+
+def test_the_stored_nb06_results_describe_the_experiment_as_defined():
+    from peftlab.experiments import nb06_adalora
+    stored = load_results("nb06_adalora")
+    settings = nb06_adalora.SETTINGS
+    found = stored["settings"]
+    assert found["base_model"] == settings["base_name"] and found["task"] == settings["task_name"]
+    assert found["steps"] == settings["steps"] and found["seeds"] == list(settings["seeds"])
+    assert found["targets"] == nb06_adalora.TARGETS and found["final_r"] == nb06_adalora.FINAL_R
+    assert list(stored["rows"]) == list(nb06_adalora.METHODS)
+    budget = nb06_adalora.FINAL_R * len(nb06_adalora.TARGETS) * 4   # 4 decoder layers
+    for name, row in stored["rows"].items():
+        assert row["lr"] in nb06_adalora.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
+        assert row["test_min"] <= row["test_mean"] <= row["test_max"]
+    # The comparison is at the same final budget: AdaLoRA keeps as many ranks as uniform LoRA has.
+    lora, adalora = (stored["rows"][n] for n in list(nb06_adalora.METHODS)[:2])
+    assert lora["kept_ranks"] == adalora["kept_ranks"] == [budget] * len(settings["seeds"])
+
+
+def test_nb06_runs_adalora_with_its_allocation_and_deterministically():
+    from peftlab.experiments import nb06_adalora
+    rows = {"test": [{"prompt": "Review : the food was good . Sentiment :", "target": " positive", "label": 1}]}
+    method = protocol.Method(lambda: nb06_adalora.adalora(steps=6), (0.03,), on_step=nb06_adalora.allocate,
+                             measure=nb06_adalora.report_ranks)
+    kw = dict(base_name="pico-llama-1m", task_name="sentiment", steps=6, batch_size=4, eval_rows=rows)
+    first, second = (protocol.run_method(method, 0.03, 0, **kw) for _ in range(2))
+    assert first == second and first["measured"]["kept_ranks"] == nb06_adalora.FINAL_R * 28   # down to the budget
