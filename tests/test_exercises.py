@@ -166,3 +166,77 @@ def test_nb11_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     assert nb11.check_best_block_size(lambda w: 64, weights)
     assert not nb11.check_best_block_size(lambda w: 32, weights)
     assert "over the budget" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb05_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
+    from peftlab.exercises import nb05_lora_variants as nb05
+    assert not nb05.check_vera_parameters(None)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb05.check_vera_parameters(4 * ((1024 + 128) + (1024 + 64)))
+    assert not nb05.check_vera_parameters(4 * 2 * 1024)
+    assert "per *output*" in capsys.readouterr().out.split("\n")[-2]
+
+    def merged(W, A, B, m, s):
+        adapted = W + s * B @ A
+        return m[:, None] * adapted / adapted.norm(dim=1, keepdim=True)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert nb05.check_dora_merged_weight(merged)
+    assert not nb05.check_dora_merged_weight(lambda W, A, B, m, s: W + s * B @ A)
+    assert "LoRA's merged weight" in capsys.readouterr().out.split("\n")[-2]
+    assert not nb05.check_dora_merged_weight(lambda W, A, B, m, s: merged(W, A, B, m, 1.0))
+    assert not nb05.check_dora_merged_weight(stub)
+    assert "not attempted" in capsys.readouterr().out
+
+    assert nb05.check_full_rank_budget(12, 2 * 12 * 256, 128 * 256)
+    assert not nb05.check_full_rank_budget(11, 2 * 11 * 256, 128 * 256)
+    assert not nb05.check_full_rank_budget(12, 12 * 256, 128 * 256)
+    assert not nb05.check_full_rank_budget(12, 2 * 12 * 256, None)
+    assert "not attempted" in capsys.readouterr().out.split("\n")[-2]
+
+
+def test_nb06_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
+    import torch
+
+    from peftlab.exercises import nb06_adalora as nb06
+    assert not nb06.check_adalora_parameter_count(None)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb06.check_adalora_parameter_count(4 * (12 * (128 + 128 + 1) + 12 * (128 + 64 + 1)))
+    assert not nb06.check_adalora_parameter_count(4 * 12 * (256 + 192))
+    assert "λ" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb06.check_adalora_parameter_count(4 * (4 * 257 + 4 * 193))
+    assert "init_r" in capsys.readouterr().out.splitlines()[-1]
+
+    def budget(step, b0, bT, tinit, tfinal, total, power=3):
+        if step <= tinit:
+            return b0
+        if step >= total - tfinal:
+            return bT
+        return int(bT + (b0 - bT) * (1 - (step - tinit) / (total - tfinal - tinit)) ** power)
+    assert not nb06.check_budget(stub)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb06.check_budget(budget)
+    assert not nb06.check_budget(lambda *a: budget(*a, power=1))
+    assert "cubic" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb06.check_budget(lambda s, b0, bT, ti, tf, T: b0 if s <= ti else float(budget(s, b0, bT, ti, tf, T)))
+    assert "int" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb06.check_budget(lambda s, b0, bT, ti, tf, T: budget(s + ti, b0, bT, 0, tf, T + ti) if s > ti else b0)
+
+    def mask(scores, budget, sign=1):
+        threshold = (sign * torch.cat(list(scores.values()))).sort(descending=True).values[budget - 1]
+        return {k: (sign * v >= threshold).tolist() for k, v in scores.items()}
+
+    def per_layer(scores, budget):
+        share = budget // len(scores)
+        return {k: [i in v.argsort(descending=True)[:share].tolist() for i in range(len(v))] for k, v in scores.items()}
+    assert not nb06.check_mask_to_budget(stub)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb06.check_mask_to_budget(mask)
+    assert not nb06.check_mask_to_budget(lambda s, b: mask(s, b, sign=-1))
+    assert "highest" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb06.check_mask_to_budget(per_layer)
+    assert "evenly" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb06.check_mask_to_budget(lambda s, b: mask(s, b - 1))
+    assert "triplets kept" in capsys.readouterr().out.splitlines()[-1]
