@@ -8,7 +8,7 @@ from . import evaluate
 from .batching import PromptTargetCollator
 from .config import PeftConfig, PeftType, TaskType
 from .data import load_corpus, load_task
-from .evaluate import exact_match, fact_recall, label_accuracy, perplexity
+from .evaluate import exact_match, fact_recall, fact_recall_by_rank, label_accuracy, perplexity
 from .hf_format import get_peft_model_state_dict, set_peft_model_state_dict
 from .lora_plus import create_loraplus_param_groups
 from .memory import memory_breakdown, parameter_counts
@@ -45,7 +45,8 @@ from .zoo import BASE_MODEL, load_base_model
 __all__ = [
     # the workbook: model, data, training, measuring
     "BASE_MODEL", "load_base_model", "load_corpus", "load_task", "PromptTargetCollator", "train", "History",
-    "evaluate", "perplexity", "label_accuracy", "exact_match", "fact_recall", "parameter_counts", "memory_breakdown",
+    "evaluate", "perplexity", "label_accuracy", "exact_match", "fact_recall", "fact_recall_by_rank",
+    "parameter_counts", "memory_breakdown",
     "pick_device", "seed_everything", "setup_notebook",
     # adapters, with peft's names
     "get_peft_model", "PeftModel", "PeftConfig", "PeftType", "TaskType", "get_peft_model_state_dict",

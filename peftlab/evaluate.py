@@ -1,4 +1,5 @@
-"""Measurements used throughout the workbook: perplexity, label accuracy, greedy exact match.
+"""Measurements used throughout the workbook: perplexity, label accuracy, greedy exact match,
+fact recall (greedy, and by ranking the true answer among the alternatives).
 
 Greedy exact match is computed in one teacher-forced forward pass: if the argmax at every
 target position equals the target token, greedy decoding would have produced exactly the
@@ -82,6 +83,38 @@ def fact_recall(model, tokenizer, template: str = FACT_TEMPLATE, countries=COUNT
     """Share of countries whose capital the model completes greedily (every word) after `template`."""
     rows = [{"prompt": template.format(c=c), "target": f" {k}"} for c, k, _ in countries]
     return exact_match(model, tokenizer, rows)
+
+
+@torch.no_grad()
+def target_log_probs(model, tokenizer, rows: Sequence[dict], batch_size: int = 256) -> list[float]:
+    """For each {"prompt", "target"} row: the log-probability of the whole target after the prompt
+    (the sum over its tokens, teacher forced; no <eos> after it)."""
+    collate, rows, totals = PromptTargetCollator(tokenizer, add_eos=False), list(rows), []
+    model.eval()
+    for i in range(0, len(rows), batch_size):
+        batch = {k: v.to(_device(model)) for k, v in collate(list(rows[i:i + batch_size])).items()}
+        logits = real_token_logits(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["input_ids"])
+        labels = batch["labels"][:, 1:]
+        scored = labels != IGNORE_INDEX
+        log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
+        totals += (log_probs * scored).sum(1).tolist()
+    return totals
+
+
+def fact_recall_by_rank(model, tokenizer, template: str = FACT_TEMPLATE, countries=COUNTRIES) -> float:
+    """Share of countries whose true capital is the most probable of all the capitals after `template`.
+
+    Greedy recall asks what the model would *write*; a model that ends the sentence at once (emits
+    <eos>) fails it while still preferring the right capital to the others. Ranking asks what the
+    model *knows*: log P(" Paris" | "The capital of France is") against every other capital's."""
+    capitals = [f" {capital}" for _, capital, _ in countries]
+    hits = 0
+    for country, capital, _ in countries:
+        prompt = template.format(c=country)
+        scores = target_log_probs(model, tokenizer, [{"prompt": prompt, "target": c} for c in capitals])
+        hits += max(range(len(capitals)), key=scores.__getitem__) == capitals.index(f" {capital}")
+    return hits / len(countries)
 
 
 @torch.no_grad()
