@@ -86,6 +86,17 @@ class PeftModel(PassThrough):
             self.base_model.check_name(name)
         self.base_model.merge_adapter(names, exact_unmerge=exact_unmerge)
 
+    def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
+                             combination_type: str = "svd", **options) -> None:
+        """Add adapter `adapter_name` (not activated) combining `adapters` with `weights`, for
+        methods that can (LoRA: "svd", "linear", "cat", "ties", "dare_linear"...; its options and
+        rules in tuners/lora_merging.py)."""
+        combine = getattr(type(self.base_model), "add_weighted_adapter", None)
+        if combine is None:
+            raise ValueError(f"{type(self.base_model).__name__} adapters cannot be combined with "
+                             "add_weighted_adapter; peftlab implements it for LoRA only (peft also for IA3).")
+        combine(self.base_model, adapters, weights, adapter_name, combination_type, **options)
+
     def unmerge_adapter(self) -> None:
         """Take merged adapters out of the base weights again."""
         self.base_model.unmerge_adapter()

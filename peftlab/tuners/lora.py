@@ -38,6 +38,7 @@ from .dora import DoraVariant
 from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig, LayerSelection, check_ranks, pattern_value
 from .layer_tuner import LayerTuner, record_fan_in_fan_out
+from .lora_merging import add_weighted_adapter
 from .registry import register_method
 
 LORA_INITS = (True, False, "gaussian", "pissa")
@@ -277,6 +278,9 @@ class LoraModel(LayerTuner):
 
     def rewrites_base_weights(self, config):
         return config.init_lora_weights == "pissa"
+
+    # Combining adapters (linear, cat, SVD, TIES, DARE): tuners/lora_merging.py.
+    add_weighted_adapter = add_weighted_adapter
 
     def check_new_adapter(self, config):
         configs = [config, *self.peft_config.values()]
