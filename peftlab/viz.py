@@ -27,6 +27,8 @@ def plot_history(history: History, metric: str | None = None, label: str | None 
         twin = ax.twinx()
         mline, = twin.plot(steps, values, "o--", color="tab:orange", label=f"{label or ''} {metric}".strip())
         twin.set_ylabel(metric)
+        if all(0 <= v <= 1 for v in values):   # a share: show all of [0, 1], not a zoom onto 0.998-1.000
+            twin.set_ylim(0, 1.02)
         twin.grid(False)
         handles.append(mline)
     ax.legend(handles=handles, loc="center right")
