@@ -102,19 +102,37 @@ def target_log_probs(model, tokenizer, rows: Sequence[dict], batch_size: int = 2
     return totals
 
 
+@torch.no_grad()
+def next_token_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """log P(next token | prompt) for each prompt: (len(prompts), vocab)."""
+    rows = []
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        encoded = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True)
+        encoded = {k: v.to(_device(model)) for k, v in encoded.items()}
+        logits = real_token_logits(model(**encoded).logits, encoded["input_ids"])
+        last = encoded["attention_mask"].sum(1) - 1                     # right padding
+        rows.append(logits[torch.arange(len(last)), last].float().log_softmax(-1).cpu())
+    return torch.cat(rows)
+
+
 def fact_recall_by_rank(model, tokenizer, template: str = FACT_TEMPLATE, countries=COUNTRIES) -> float:
     """Share of countries whose true capital is the most probable of all the capitals after `template`.
 
     Greedy recall asks what the model would *write*; a model that ends the sentence at once (emits
     <eos>) fails it while still preferring the right capital to the others. Ranking asks what the
-    model *knows*: log P(" Paris" | "The capital of France is") against every other capital's."""
+    model *knows*: log P(" Paris" | "The capital of France is") against every other capital's.
+    A one-token capital's log-probability is read from the prompt's next-token distribution; only
+    the capitals of several tokens need a pass of their own (8 of the 106)."""
+    prompts = [template.format(c=country) for country, _, _ in countries]
     capitals = [f" {capital}" for _, capital, _ in countries]
-    hits = 0
-    for country, capital, _ in countries:
-        prompt = template.format(c=country)
-        scores = target_log_probs(model, tokenizer, [{"prompt": prompt, "target": c} for c in capitals])
-        hits += max(range(len(capitals)), key=scores.__getitem__) == capitals.index(f" {capital}")
-    return hits / len(countries)
+    tokens = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in capitals]
+    scores = next_token_log_probs(model, tokenizer, prompts)[:, [ids[0] for ids in tokens]]   # (countries, capitals)
+    longer = [j for j, ids in enumerate(tokens) if len(ids) > 1]
+    if longer:
+        rows = [{"prompt": p, "target": capitals[j]} for p in prompts for j in longer]
+        scores[:, longer] = torch.tensor(target_log_probs(model, tokenizer, rows)).view(len(prompts), len(longer))
+    return float((scores.argmax(1) == torch.arange(len(countries))).float().mean())
 
 
 @torch.no_grad()

@@ -52,3 +52,15 @@ def test_ranking_measures_knowledge_where_greedy_recall_sees_only_an_early_stop(
     assert evaluate.fact_recall(stopping, tokenizer, countries=countries) == 0.0
     # The same constant is added to every candidate's normaliser: the ranking among capitals is unchanged.
     assert evaluate.fact_recall_by_rank(stopping, tokenizer, countries=countries) == by_rank
+
+
+def test_the_fast_ranking_equals_scoring_every_capital_after_every_prompt(base):
+    model, tokenizer = base
+    countries = COUNTRIES[30:70]                    # four two-token capitals among them (New Delhi, ...)
+    capitals = [f" {capital}" for _, capital, _ in countries]
+    hits = 0
+    for country, capital, _ in countries:
+        rows = [{"prompt": evaluate.FACT_TEMPLATE.format(c=country), "target": c} for c in capitals]
+        scores = evaluate.target_log_probs(model, tokenizer, rows)
+        hits += max(range(len(capitals)), key=scores.__getitem__) == capitals.index(f" {capital}")
+    assert evaluate.fact_recall_by_rank(model, tokenizer, countries=countries) == hits / len(countries)
