@@ -198,3 +198,13 @@ def test_config_round_trip_and_refusals(tmp_path):
         LoraConfig(bias="some")
     with pytest.raises(FileNotFoundError, match="not a PEFT adapter"):
         PeftConfig.from_pretrained(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["half", "train", "a.b", ""])
+def test_an_adapter_name_that_cannot_key_the_weights_is_refused_clearly(name):
+    model = get_peft_model(build("llama"), LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="cannot be used"):
+        model.add_adapter(name, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert list(model.peft_config) == ["default"]
+    with pytest.raises(ValueError, match="cannot be used"):
+        model.add_weighted_adapter(["default"], [1.0], name, combination_type="linear")
