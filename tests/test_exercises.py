@@ -240,3 +240,75 @@ def test_nb06_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     assert "evenly" in capsys.readouterr().out.splitlines()[-1]
     assert not nb06.check_mask_to_budget(lambda s, b: mask(s, b - 1))
     assert "triplets kept" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb13_checkers(capsys):
+    import torch
+
+    from peftlab.exercises import nb13_many_adapters as nb13
+
+    assert not nb13.check_cat_size(None, None)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb13.check_cat_size(8, 4 * 8 * (256 + 192))
+    assert not nb13.check_cat_size(4, 4 * 4 * (256 + 192))
+    assert "ranks add" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_size(8, 4 * 8 * 2 * 256)
+    assert "64 outputs" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_size(8, 4 * 4 * (256 + 192))
+    assert "one r=4 adapter" in capsys.readouterr().out.splitlines()[-1]
+
+    def mixed(x, W, adapters, names):
+        out = x @ W.T
+        for name, (A, B, s) in adapters.items():
+            rows = [i for i, n in enumerate(names) if n == name]
+            out[rows] = out[rows] + s * (x[rows] @ A.T @ B.T)
+        return out
+
+    def per_row(x, W, adapters, names):
+        out = x @ W.T
+        for i, n in enumerate(names):
+            A, B, s = adapters[n]                 # KeyError on "__base__"
+            out[i] += s * x[i] @ A.T @ B.T
+        return out
+    assert not nb13.check_mixed_lora(stub)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb13.check_mixed_lora(mixed)
+    assert not nb13.check_mixed_lora(lambda x, W, a, n: mixed(x, W, {k: (A, B, 1.0) for k, (A, B, _) in a.items()}, n))
+    assert "scaling" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_mixed_lora(lambda x, W, a, n: mixed(x, W, a, [n[0]] * len(n)))
+    assert "first row" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_mixed_lora(per_row)
+    assert "__base__" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_mixed_lora(lambda x, W, a, n: x @ W.T)
+    assert not nb13.check_mixed_lora(lambda x, W, a, n: (x @ W.T)[:, 0])
+    assert "shape" in capsys.readouterr().out.splitlines()[-1]
+
+    def cat(factors, weights):
+        return (torch.cat([w * s * A for (A, _, s), w in zip(factors, weights)]),
+                torch.cat([B for _, B, _ in factors], dim=1))
+
+    def both(factors, weights):
+        return (torch.cat([w * s * A for (A, _, s), w in zip(factors, weights)]),
+                torch.cat([w * B for (_, B, _), w in zip(factors, weights)], dim=1))
+
+    def unscaled(factors, weights):
+        return cat([(A, B, 1.0) for A, B, _ in factors], weights)
+
+    def linear(factors, weights):
+        return (sum(w * s * A[:2] for (A, _, s), w in zip(factors, weights)), sum(B[:, :2] for _, B, _ in factors))
+    assert not nb13.check_cat_factors(None, stub)
+    assert "not attempted" in capsys.readouterr().out
+    assert not nb13.check_cat_factors("cat", stub)
+    assert "not attempted" in capsys.readouterr().out
+    assert nb13.check_cat_factors("cat", cat)
+    assert nb13.check_cat_factors("'CAT'", cat)
+    assert not nb13.check_cat_factors("svd", cat)
+    assert "rank-r" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_factors("linear", cat)
+    assert "cross terms" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_factors("cat", both)
+    assert "twice" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_factors("cat", unscaled)
+    assert "scaling" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb13.check_cat_factors("cat", linear)
+    assert "rank 2 + 3" in capsys.readouterr().out.splitlines()[-1]
