@@ -115,3 +115,37 @@ def test_nb06_runs_adalora_with_its_allocation_and_deterministically():
     kw = dict(base_name="pico-llama-1m", task_name="sentiment", steps=6, batch_size=4, eval_rows=rows)
     first, second = (protocol.run_method(method, 0.03, 0, **kw) for _ in range(2))
     assert first == second and first["measured"]["kept_ranks"] == nb06_adalora.FINAL_R * 28   # down to the budget
+
+
+def test_the_stored_unified_results_describe_the_experiment_as_defined():
+    from peftlab.experiments import unified
+    stored = load_results("unified")
+    settings, seeds = stored["settings"], list(unified.SETTINGS["seeds"])
+    assert settings["task_name"] == unified.SETTINGS["task_name"] and settings["steps"] == unified.SETTINGS["steps"]
+    assert settings["seeds"] == seeds and len(seeds) >= 3 and settings["base_models"] == list(unified.BASES)
+    assert list(stored["rows"]) == list(unified.METHODS)
+    assert all(set(stored["base_reference"][base]) == set(unified.FORGETTING_FIELDS) for base in unified.BASES)
+    for name, row in stored["rows"].items():
+        method = unified.METHODS[name]
+        assert name in unified.BASES[row["base_model"]] and len(method.lrs) == 3 and row["lr"] in method.lrs
+        assert len(row["test"]) == len(seeds) and row["test_min"] <= row["test_mean"] <= row["test_max"]
+        assert all(len(row[field]) == len(seeds) for field in unified.FORGETTING_FIELDS)
+        assert all(field in row for field in unified.PROFILE_FIELDS) and row["step_seconds"] > 0
+        assert (row["latency_merged"] is not None) == row["merges"] and row["latency_unmerged"] > 0
+        memory = row["memory"]
+        assert memory["total"] == sum(v for k, v in memory.items() if k != "total") and memory["activations"] > 0
+        assert memory["gradients"] == 4 * row["trainable"] and memory["Adam moments"] == 8 * row["trainable"]
+        assert 0 < row["weights_file_bytes"] < row["saved_bytes"]
+
+
+def test_unified_profile_of_a_tiny_run_measures_what_it_says():
+    from peftlab.experiments import unified
+    assert unified.median_step_seconds([0.0, 1.0, 3.0, 4.0]) == 1.0      # intervals 1, 2, 1
+    kw = dict(base_name="pico-llama-1m", task_name="sentiment", steps=2, batch_size=4)
+    lora = unified.profile(unified.METHODS["LoRA r=2"], 1e-2, **kw)
+    assert lora["step_seconds"] > 0 and lora["merges"] and lora["merge_max_abs_logit_diff"] < 1e-4
+    assert 0 < lora["weights_file_bytes"] < lora["saved_bytes"] < 20_000      # 3,584 fp32 weights and a config
+    memory = lora["memory"]
+    assert memory["gradients"] == 4 * 3584 and memory["Adam moments"] == 8 * 3584 and memory["activations"] > 0
+    adapter = unified.profile(unified.METHODS["Pfeiffer adapter"], 1e-2, **kw)
+    assert not adapter["merges"] and adapter["latency_merged"] is None and "cannot be merged" in adapter["merge_note"]
