@@ -1,7 +1,7 @@
 # peftlab — the workbook's everyday commands.
 #
 #   make lab         install (once), then open JupyterLab on notebooks/
-#   make test        lint, unit + hygiene tests, every notebook under nbval, the browser test
+#   make test        lint, unit + hygiene tests, the 2-rank torchrun check, every notebook under nbval, the browser test
 #   make notebooks   re-execute every notebook in place (what gets committed)
 #
 # Without make: pip install -e ".[test]", then `jupyter lab notebooks/` or `pytest`.
@@ -32,11 +32,12 @@ NBVAL_ARGS := --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout $(CELL_TIMEOUT) --durations=20
 
-.PHONY: help install lab lint test test-unit test-notebooks test-browser notebooks clean
+.PHONY: help install lab lint test test-unit test-distributed test-notebooks test-browser notebooks clean
 
 help:
 	@echo "make lab         install, then open JupyterLab on notebooks/"
-	@echo "make test        lint, unit + hygiene tests, all notebooks (nbval), browser test"
+	@echo "make test        lint, unit + hygiene tests, the 2-rank check, all notebooks (nbval), browser test"
+	@echo "make test-distributed   2-rank torchrun job against 1 process (python -m peftlab.distributed --check)"
 	@echo "make lint        ruff over the library, tests and benchmarks (rules in pyproject.toml)"
 	@echo "make notebooks   re-execute every notebook in place, saving outputs"
 	@echo "make install     create $(VENV) and install peftlab with its test extras"
@@ -57,7 +58,7 @@ lab: $(STAMP)
 # -k: run every step even when one fails, so one run shows every problem; make still
 # exits non-zero if any step failed.
 test: $(STAMP)
-	$(MAKE) --no-print-directory -k lint test-unit test-notebooks test-browser
+	$(MAKE) --no-print-directory -k lint test-unit test-distributed test-notebooks test-browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check peftlab tests benchmarks conftest.py
@@ -67,6 +68,10 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/
+
+# Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s).
+test-distributed: $(STAMP)
+	$(PY) -m peftlab.distributed --check
 
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/ -m browser
