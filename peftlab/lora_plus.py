@@ -19,12 +19,13 @@ def create_loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio:
                                  weight_decay: float = 0.0) -> list[dict]:
     """Two optimizer groups over the trainable parameters: B matrices at lr * ratio, the rest at lr.
     B is found by its role in each LoRA layer (`layer.B(name)`), not by the parameter's name."""
-    b_factors = {id(layer.B(name)) for layer in model.modules() if isinstance(layer, LoraLayer)
+    # By storage, not identity: a convolution's B(name) is a (out, r) view of its (out, r, 1, 1) kernel.
+    b_factors = {layer.B(name).data_ptr() for layer in model.modules() if isinstance(layer, LoraLayer)
                  for name in layer.adapters}
     groups = {"B": [], "rest": []}
     for param in model.parameters():
         if param.requires_grad:
-            groups["B" if id(param) in b_factors else "rest"].append(param)
+            groups["B" if param.data_ptr() in b_factors else "rest"].append(param)
     if not groups["B"]:
         raise ValueError("No trainable LoRA B matrix found: is this a LoRA PeftModel with an active, "
                          "trainable adapter?")

@@ -13,36 +13,42 @@ from soft_prompt_testutils import METHODS as PROMPT_METHODS
 
 from peftlab.nf4 import quantize_model
 
-LAYER_ARCHS = ("gpt2", "llama", "neox", "opt", "bert", "mlp")
+LAYER_ARCHS = ("gpt2", "llama", "neox", "opt", "bert", "mlp", "vit")
+LORA_ARCHS = (*LAYER_ARCHS, "cnn")   # LoRA and DoRA also wrap convolutions (nn.Conv1d/2d/3d), as in peft
 PROMPT_ARCHS = ("gpt2", "llama", "opt")
-QLORA_ARCHS = ("gpt2", "llama", "neox", "opt", "mlp")   # BERT's classifier would be quantized and then trained in full
-LYCORIS_ARCHS = ("llama", "neox", "opt", "bert", "mlp")    # peft's LoHa and LoKr: nn.Linear, not Conv1D
+QLORA_ARCHS = ("gpt2", "llama", "neox", "opt", "mlp")   # BERT's and ViT's classifiers would be quantized, then trained
+LYCORIS_ARCHS = ("llama", "neox", "opt", "bert", "mlp", "vit")    # peft's LoHa and LoKr: nn.Linear, not Conv1D
 
 # Targets that cover each architecture's layer types: GPT-2's Conv1D and an untied embedding,
-# Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT with a new head.
+# Llama's embed_tokens (peft then saves the whole embedding matrix too), BERT and ViT with a new head,
+# ViT's patch embedding (a Conv2d), the conv net's padded, strided and dilated convolutions.
 LORA_TARGETS = {"gpt2": ["c_attn", "c_fc", "wpe"], "llama": ["q_proj", "v_proj", "down_proj", "embed_tokens"],
                 "neox": ["query_key_value", "dense_4h_to_h", "embed_in"],
                 "opt": ["q_proj", "v_proj", "fc1"], "bert": ["query", "value", "word_embeddings"],
-                "mlp": ["fc1", "fc2"]}
-LINEAR_TARGETS = {arch: [t for t in ts if t not in ("wpe", "embed_tokens", "word_embeddings", "embed_in")]
-                  for arch, ts in LORA_TARGETS.items()}
+                "mlp": ["fc1", "fc2"], "vit": ["q_proj", "v_proj", "fc2", "projection"],
+                "cnn": ["conv1", "conv2", "conv3", "fc"]}
+NOT_LINEAR = ("wpe", "embed_tokens", "word_embeddings", "embed_in", "projection", "conv1", "conv2", "conv3")
+LINEAR_TARGETS = {arch: [t for t in ts if t not in NOT_LINEAR] for arch, ts in LORA_TARGETS.items()}
 IA3_TARGETS = {"gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
                "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
                "neox": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
                "opt": (["q_proj", "k_proj", "fc2"], ["fc2"]),
                "bert": (["key", "value", "output.dense"], ["output.dense"]),
-               "mlp": (["fc1", "fc2"], ["fc2"])}
+               "mlp": (["fc1", "fc2"], ["fc2"]), "vit": (["k_proj", "v_proj", "fc2"], ["fc2"])}
 
 
 # Norms to tune where the architecture has no default; bottleneck blocks where it has none.
 LN_TARGETS = {"opt": ["self_attn_layer_norm", "final_layer_norm"], "bert": ["LayerNorm"],
-              "neox": ["input_layernorm", "post_attention_layernorm"]}
-BOTTLENECK_TARGETS = {"bert": ["output.dense"], "mlp": ["fc1"]}
+              "neox": ["input_layernorm", "post_attention_layernorm"], "vit": ["layernorm_before", "layernorm_after"]}
+BOTTLENECK_TARGETS = {"bert": ["output.dense"], "mlp": ["fc1"], "vit": ["fc2"]}
 
 
 def task(arch: str) -> dict:
-    """BERT classifies (a new head, trained in full); the others are language models or an MLP."""
-    return {"task_type": "SEQ_CLS", "modules_to_save": ["classifier"]} if arch == "bert" else {}
+    """BERT and ViT classify (a new head, trained in full); the others are language models or plain
+    modules. ViT has no task_type: peft's SEQ_CLS model would call it with input_ids."""
+    if arch == "bert":
+        return {"task_type": "SEQ_CLS", "modules_to_save": ["classifier"]}
+    return {"modules_to_save": ["classifier"]} if arch == "vit" else {}
 
 
 @dataclass(frozen=True)
@@ -129,12 +135,12 @@ def soft_prompt(method: str) -> Callable:
 
 
 ROWS = {
-    "lora": Row(lora(), LAYER_ARCHS),
-    "rslora": Row(lora(use_rslora=True), LAYER_ARCHS),
-    "dora": Row(lora(use_dora=True), LAYER_ARCHS),
+    "lora": Row(lora(), LORA_ARCHS),
+    "rslora": Row(lora(use_rslora=True), LORA_ARCHS),
+    "dora": Row(lora(use_dora=True), LORA_ARCHS),
     "pissa": Row(lora(init_lora_weights="pissa", lora_alpha=4), ("gpt2", "llama", "neox", "opt", "mlp")),
-    "lora_patterns": Row(lora_with_patterns, LAYER_ARCHS),
-    "lora_bias_all": Row(lora(bias="all"), ("gpt2", "neox", "opt", "bert", "mlp"), trains_base=True),
+    "lora_patterns": Row(lora_with_patterns, LORA_ARCHS),
+    "lora_bias_all": Row(lora(bias="all"), ("gpt2", "neox", "opt", "bert", "mlp", "vit", "cnn"), trains_base=True),
     "ia3": Row(ia3, LAYER_ARCHS),
     "vera": Row(vera, LAYER_ARCHS),
     # AdaLoRA: a rank_pattern (triplets cut after allocation) is tested in test_adalora.py: perturbing
@@ -153,8 +159,8 @@ ROWS = {
     # QLoRA: LoRA and DoRA on the 4-bit base (peftlab/nf4.py); peft would need bitsandbytes' layers.
     "qlora": Row(lora(linear_only=True), QLORA_ARCHS, in_peft=False, base=quantized),
     "qdora": Row(lora(linear_only=True, use_dora=True), QLORA_ARCHS, in_peft=False, base=quantized),
-    "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "neox", "opt", "bert")),
-    "bitfit": Row(bitfit, ("gpt2", "neox", "opt", "bert", "mlp"), in_peft=False),
+    "ln_tuning": Row(ln_tuning, ("gpt2", "llama", "neox", "opt", "bert", "vit")),
+    "bitfit": Row(bitfit, ("gpt2", "neox", "opt", "bert", "mlp", "vit"), in_peft=False),
     "houlsby_adapter": Row(bottleneck(mh_adapter=True, non_linearity="gelu"), LAYER_ARCHS, mergeable=False,
                            in_peft=False),
     "parallel_adapter": Row(bottleneck(is_parallel=True, scaling=4.0), LAYER_ARCHS, mergeable=False, in_peft=False),

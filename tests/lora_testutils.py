@@ -14,6 +14,8 @@ from transformers import (
     LlamaForCausalLM,
     OPTConfig,
     OPTForCausalLM,
+    ViTConfig,
+    ViTForImageClassification,
 )
 
 transformers.logging.set_verbosity_error()
@@ -37,6 +39,21 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
+
+
+class CNN(nn.Module):
+    """A small conv net on 1 x 8 x 8 images: Conv2d (padded, then strided), a Conv1d over the flattened
+    feature map, a linear head. (Dilated convolutions: test_lora_conv.py; peft 0.21 cannot run them.)"""
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))        # (N, 16, 4, 4)
+        return self.fc(torch.relu(self.conv3(h.flatten(2))).flatten(1))
 
 
 def gpt2():
@@ -70,7 +87,17 @@ def bert_cls(hidden=32):
                                                     max_position_embeddings=32))
 
 
-BUILDERS = {"gpt2": gpt2, "llama": llama, "neox": neox, "opt": opt, "bert": bert_cls, "mlp": MLP}
+def vit():
+    """A vision transformer on 1 x 8 x 8 images: 2 x 2 patches (a Conv2d), 2 layers, 3 classes."""
+    return ViTForImageClassification(ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
+                                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                               num_labels=3))
+
+
+BUILDERS = {"gpt2": gpt2, "llama": llama, "neox": neox, "opt": opt, "bert": bert_cls, "mlp": MLP, "cnn": CNN,
+            "vit": vit}
+PLAIN = ("mlp", "cnn")            # plain torch modules: called with x, return a tensor
+CLASSIFIERS = ("bert", "vit")     # return logits over 3 labels
 
 
 def build(arch: str, seed: int = 0, **kwargs) -> nn.Module:
@@ -83,12 +110,16 @@ def inputs(arch: str, batch: int = 3, seq: int = 7, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     if arch == "mlp":
         return {"x": torch.randn(batch, 8, generator=g)}
+    if arch == "cnn":
+        return {"x": torch.randn(batch, 1, 8, 8, generator=g)}
+    if arch == "vit":
+        return {"pixel_values": torch.randn(batch, 1, 8, 8, generator=g)}
     return {"input_ids": torch.randint(3, VOCAB, (batch, seq), generator=g)}
 
 
 def output(model, arch, **kw):
     out = model(**inputs(arch, **kw))
-    return out if arch == "mlp" else out.logits
+    return out if arch in PLAIN else out.logits
 
 
 @torch.no_grad()

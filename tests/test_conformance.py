@@ -10,7 +10,16 @@ import peft
 import pytest
 import torch
 from conformance_rows import ROWS, cases
-from lora_testutils import base_state, build, inputs, one_thread, output, perturb  # noqa: F401 (autouse fixture)
+from lora_testutils import (  # noqa: F401 (autouse fixture)
+    CLASSIFIERS,
+    PLAIN,
+    base_state,
+    build,
+    inputs,
+    one_thread,
+    output,
+    perturb,
+)
 from safetensors.torch import load_file, save_file
 
 import peftlab
@@ -39,7 +48,7 @@ def make(name: str, arch: str, perturbed: bool = True):
 
 def routed_output(model, arch: str, adapter_names: list[str]):
     out = model(**inputs(arch), adapter_names=adapter_names)
-    return out if arch == "mlp" else out.logits
+    return out if arch in PLAIN else out.logits
 
 
 def has_wrappers(model) -> bool:
@@ -48,9 +57,9 @@ def has_wrappers(model) -> bool:
 
 def loss_of(model, arch: str) -> torch.Tensor:
     batch = inputs(arch, batch=4)
-    if arch == "mlp":
+    if arch in PLAIN:
         return model(**batch).square().mean()
-    if arch == "bert":
+    if arch in CLASSIFIERS:
         return model(**batch, labels=torch.tensor([0, 1, 2, 1])).loss
     return model(**batch, labels=batch["input_ids"]).loss
 

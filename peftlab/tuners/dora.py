@@ -22,9 +22,12 @@ so W dropout(x) is computed separately, as peft does.)
 A variant (peft's design) is an object with its own init, forward and merge, so that LoRA's
 own code has no DoRA branches: LoraLayer keeps `lora_variant[name] = DoraVariant` for a DoRA
 adapter and hands it those three steps.
+
+On a convolution W is the kernel read as an (out, in*k*k) matrix (tuners/conv.py), so "one norm
+per output row" is one norm per output channel, as in peft; m is stored in the shape peft saves,
+(1, out, 1, 1) for nn.Conv2d, and read as (out,) here.
 """
 import torch
-import torch.nn.functional as F
 
 
 def weight_norm(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -55,22 +58,30 @@ class DoraVariant:
             return weight_norm(layer.get_base_weight(), layer.A(name), layer.B(name), layer.scaling[name])
 
     @staticmethod
+    def magnitude(layer, name: str) -> torch.Tensor:
+        """m of adapter `name`, (out,), whatever shape the layer stores it in."""
+        return layer.lora_magnitude_vector[name].reshape(-1)
+
+    @staticmethod
     def init(layer, name: str) -> None:
         """m = the norms of the adapted weight, so the layer starts unchanged (with B = 0 these
         are the norms of W itself)."""
-        layer.lora_magnitude_vector[name] = torch.nn.Parameter(DoraVariant.norm(layer, name))
+        norm = DoraVariant.norm(layer, name)
+        layer.lora_magnitude_vector[name] = torch.nn.Parameter(norm.reshape(layer.magnitude_shape(len(norm))))
 
     @staticmethod
     def forward(layer, name: str, x_in: torch.Tensor, result: torch.Tensor, lora: torch.Tensor) -> torch.Tensor:
         """The layer's output with adapter `name`: result = the output so far (W x + b), x_in =
         what the factors read, lora = B A x_in unscaled (..., out)."""
-        scale = layer.lora_magnitude_vector[name] / DoraVariant.norm(layer, name)   # (out,): detached norm
+        scale = DoraVariant.magnitude(layer, name) / DoraVariant.norm(layer, name)   # (out,): detached norm
+        scale = layer.per_output(scale)             # (out, 1, 1) for a Conv2d's (N, out, H, W) output
         s, bias = layer.scaling[name], getattr(layer.base_layer, "bias", None)
+        bias = None if bias is None else layer.per_output(bias)
         if layer.sees_base_input(name):             # then W x = result - b: nothing to recompute
             wx = result if bias is None else result - bias
             out = scale * torch.add(wx, lora, alpha=s)                                # (..., out)
             return out if bias is None else out + bias
-        wx = F.linear(x_in, layer.get_base_weight().to(x_in.dtype))                  # W dropout(x)
+        wx = layer.apply_matrix(x_in, layer.get_base_weight().to(x_in.dtype))        # W dropout(x)
         return result + (scale - 1) * wx + scale * (s * lora)
 
     @staticmethod
@@ -79,10 +90,10 @@ class DoraVariant:
         adapted = weight + layer.get_delta_weight(name)
         norm = torch.linalg.vector_norm(adapted, dim=1)
         layer.dora_merge_norm[name] = norm
-        return (layer.lora_magnitude_vector[name] / norm)[:, None] * adapted
+        return (DoraVariant.magnitude(layer, name) / norm)[:, None] * adapted
 
     @staticmethod
     def unmerge(layer, name: str, weight: torch.Tensor) -> torch.Tensor:
         norm = layer.dora_merge_norm.pop(name)
-        return (norm / layer.lora_magnitude_vector[name])[:, None] * weight - layer.get_delta_weight(name)
+        return (norm / DoraVariant.magnitude(layer, name))[:, None] * weight - layer.get_delta_weight(name)
 

@@ -19,9 +19,11 @@ What a method writes (a subclass of BaseTunerLayer):
 The base weight is read and written through one seam, `get_base_weight` / `set_base_weight`,
 as the (out, in) matrix of y = W x whatever the storage: nn.Linear keeps (out, in), GPT-2's
 Conv1D keeps (in, out), nn.Embedding keeps (vocab, dim), a linear map of a one-hot input stored
-transposed. A base layer that keeps no float `.weight` (a packed 4-bit layer) plugs in by
-defining `dequantize()` -> the (out, in) matrix and `compute_dtype`; writing a weight into it
-(merging) replaces it by an nn.Linear holding the float result. Merging, DoRA's norm, PiSSA's
+transposed, and a convolution keeps a kernel (out, in, k1, k2...), read as the matrix
+(out, in*k1*k2...) that it applies to every patch (tuners/conv.py). A base layer that keeps no
+float `.weight` (a packed 4-bit layer) plugs in by defining `dequantize()` -> the (out, in) matrix
+and `compute_dtype`; writing a weight into it (merging) replaces it by an nn.Linear holding the
+float result. Merging, DoRA's norm, PiSSA's
 SVD all go through the seam, so every method works on such a base unchanged.
 """
 import torch
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .conv import convolve, is_conv, per_channel
 from .wrapper import AdapterWrapper, route_rows
 
 
@@ -130,6 +133,8 @@ class BaseTunerLayer(AdapterWrapper):
         if hasattr(layer, "dequantize"):   # a packed base: it knows how to give W back
             return layer.dequantize().to(self.compute_dtype)
         w = layer.weight.T if self.transposed else layer.weight
+        if is_conv(layer):                 # the kernel (out, in, k...) as the matrix (out, in*k...)
+            w = w.flatten(1)
         return w.to(self.compute_dtype)
 
     def get_base_bias(self) -> torch.Tensor | None:
@@ -149,7 +154,7 @@ class BaseTunerLayer(AdapterWrapper):
                 plain.bias.copy_(layer.bias)
             self.base_layer = layer = plain
         target = layer.weight
-        target.copy_((weight.T if self.transposed else weight).to(target.dtype))
+        target.copy_((weight.T if self.transposed else weight).view(target.shape).to(target.dtype))
         if bias is not None:
             layer.bias.copy_(bias.to(layer.bias.dtype))
 
@@ -157,7 +162,14 @@ class BaseTunerLayer(AdapterWrapper):
         """y = M x (+ b) for an (out, in) matrix M, on this layer's kind of input."""
         if isinstance(self.base_layer, nn.Embedding):   # x holds token ids: M x is a column lookup
             return F.embedding(x, matrix.T, padding_idx=self.base_layer.padding_idx)
+        if is_conv(self.base_layer):                    # M applied to every patch: a convolution
+            return convolve(self.base_layer, x, matrix, bias)
         return F.linear(x, matrix, bias)
+
+    def per_output(self, vector: torch.Tensor) -> torch.Tensor:
+        """An (out,) vector shaped to broadcast over this layer's output: (..., out) for a linear
+        layer, (N, out, *spatial) for a convolution."""
+        return per_channel(self.base_layer, vector) if is_conv(self.base_layer) else vector
 
     # --- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

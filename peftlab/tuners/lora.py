@@ -14,6 +14,9 @@ Wrappers (names and weight layout as in `peft`, so adapters load in both):
 - LoraLinear for nn.Linear, GPT-2's Conv1D (which stores W transposed, as (in, out)) and the 4-bit
   Linear4bit of peftlab/nf4.py (QLoRA);
   `lora_A[name]` is an nn.Linear(in, r), `lora_B[name]` an nn.Linear(r, out).
+- LoraConv for nn.Conv1d, nn.Conv2d, nn.Conv3d: the kernel read as an (out, in*k*k) matrix
+  (tuners/conv.py); `lora_A[name]` is a convolution with the base's kernel size, stride, padding and
+  dilation and r output channels, `lora_B[name]` a 1x1 convolution from r channels to out.
 - LoraEmbedding for nn.Embedding: an embedding is a linear map of a one-hot token, so the same
   A (r, vocab) and B (dim, r) apply; A is read by row lookup. peft names them
   `lora_embedding_A` / `lora_embedding_B` and, there, starts A at zero and B random.
@@ -34,6 +37,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ..nf4 import Linear4bit
 from . import pissa
+from .conv import CONV_TYPES, check_conv
 from .dora import DoraVariant
 from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig, LayerSelection, check_ranks, pattern_value
@@ -117,6 +121,10 @@ class LoraLayer(BaseTunerLayer):
     def sees_base_input(self, name: str) -> bool:
         """Do the factors read exactly what the base layer read (no dropout at work)?"""
         return True
+
+    def magnitude_shape(self, out_features: int) -> tuple[int, ...]:
+        """The shape DoRA's magnitude vector is stored (and saved) in, peft's layout."""
+        return (out_features,)
 
     def update_layer(self, name: str, config) -> None:
         r = pattern_value(config.rank_pattern, self.module_name, config.r)
@@ -217,6 +225,45 @@ class LoraLinear(LoraLayer):
         super().delete(name)
 
 
+class LoraConv(LoraLinear):
+    """LoRA around a convolution, in peft's layout: A a convolution with the base's kernel, stride,
+    padding and dilation into r channels, B a 1x1 convolution from r channels to out. Read as
+    matrices, A is (r, in*k*k) and B (out, r), so ΔW = s B A is a change of the kernel and the
+    rest of LoRA (scaling, merging, DoRA) is the linear layer's. Grouped convolutions and padding
+    modes other than zeros are refused (tuners/conv.py says why).
+
+    peft 0.21 builds A without the base's dilation, so on a dilated convolution its adapter output has
+    the wrong size (an error) or, where sizes happen to agree, is not what its own merge computes;
+    peftlab's A has the base's dilation. The saved tensors are the same either way.
+    """
+
+    def __init__(self, base_layer: nn.Module, module_name: str = ""):
+        check_conv(base_layer, "LoRA", module_name or type(base_layer).__name__)
+        super().__init__(base_layer, module_name)
+
+    def A(self, name):
+        return self.lora_A[name].weight.flatten(1)                             # (r, in*k*k), a view
+
+    def B(self, name):
+        return self.lora_B[name].weight.flatten(1)                             # (out, r), a view
+
+    def create_factors(self, name, r, in_features, out_features, dtype, device):
+        base, conv = self.base_layer, type(self.base_layer)
+        ones = (1,) * (base.weight.dim() - 2)
+        self.lora_A[name] = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, base.dilation,
+                                 bias=False, dtype=dtype, device=device)
+        self.lora_B[name] = conv(r, base.out_channels, ones, ones, bias=False, dtype=dtype, device=device)
+
+    def init_factors(self, name, init):
+        if init == "pissa":   # peft refuses it on convolutions too
+            raise ValueError(f"PiSSA is implemented for Linear and Conv1D layers only (as in peft); {self.module_name} "
+                             "is a convolution: leave it out of target_modules or use another init_lora_weights.")
+        super().init_factors(name, init)
+
+    def magnitude_shape(self, out_features):
+        return (1, out_features) + (1,) * (self.base_layer.weight.dim() - 2)    # (1, out, 1, 1) for Conv2d
+
+
 class LoraEmbedding(LoraLayer):
     """LoRA around nn.Embedding: the update s B A is a (dim, vocab) matrix, A is looked up.
 
@@ -263,7 +310,8 @@ class LoraModel(LayerTuner):
     """LoRA's tuner: what it wraps, its default targets, its rules for a new adapter."""
     config_class = LoraConfig
     # Linear4bit: QLoRA, LoRA on a frozen NF4 base (peftlab/nf4.py), read through the base-weight seam.
-    layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, Linear4bit: LoraLinear, nn.Embedding: LoraEmbedding}
+    layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, Linear4bit: LoraLinear, nn.Embedding: LoraEmbedding,
+              **dict.fromkeys(CONV_TYPES, LoraConv)}
     all_linear = (nn.Linear, Conv1D, Linear4bit)
     # Targets used when target_modules is None (a subset of peft's table).
     default_targets = {
