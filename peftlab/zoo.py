@@ -2,11 +2,17 @@
 
 They are ordinary `transformers` checkpoints, so
 `AutoModelForCausalLM.from_pretrained(folder)` loads them exactly as it would a hub model;
-`load_base_model()` only adds the path and puts the model in eval mode.
+`load_base_model()` only adds the path and puts the model in eval mode. It also takes a hub model id
+("gpt2"): cached, or downloaded when the hub has it, else the bundled model, with a line saying so.
 `python -m peftlab.pretrain` reproduces them from the bundled corpus.
 """
+import os
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import huggingface_hub
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
@@ -53,12 +59,79 @@ def model_path(name: str = BASE_MODEL) -> Path:
 
 
 def load_base_model(name: str = BASE_MODEL, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) of a bundled model, in eval mode. Nothing is downloaded."""
-    path = model_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    """(model, tokenizer) in eval mode. `name` is a bundled model (nothing is downloaded), a local folder,
+    or a hub model id such as "gpt2": read from the local cache if it is there, downloaded if the hub
+    can be reached; offline and not cached, one line says so and the bundled model is loaded instead."""
+    if (MODELS_DIR / name / "config.json").exists() or name.startswith("pico-"):
+        path = model_path(name)            # a bundled model; a misspelt one is an error listing them
+    elif (Path(name) / "config.json").exists():
+        path = Path(name)
+    else:
+        loaded = load_hub_model(name, dtype)
+        if loaded is not None:
+            return loaded
+        path = model_path(BASE_MODEL)
+    return _load(path, dtype, local_files_only=True)
+
+
+def _load(source, dtype: torch.dtype, local_files_only: bool):
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
+    if tokenizer.pad_token is None:        # GPT-2 has none; the collators pad (the mask hides it)
+        tokenizer.pad_token = tokenizer.eos_token
     if getattr(model, "loss_type", None) is None:
         # GPT2LMHeadModel's name does not say "ForCausalLM", so transformers would warn on the first
         # loss and then use the causal-LM loss anyway: name it.
         model.loss_type = "ForCausalLM"
     return model.eval(), tokenizer
+
+
+def load_hub_model(name: str, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) of hub model `name` from the local cache, else downloaded when the hub has it;
+    None (after one line saying why) when it is neither cached nor available."""
+    try:
+        return _load(name, dtype, local_files_only=True)      # cached: no network at all
+    except OSError:
+        pass
+    reason = hub_unavailable(name)
+    if reason is None:
+        return _load(name, dtype, local_files_only=False)
+    print(f"Hub model {name!r} is not in the local cache and {reason}: using the bundled {BASE_MODEL!r} instead.")
+    return None
+
+
+def hub_unavailable(name: str, timeout: float = 2.0) -> str | None:
+    """None when the hub can serve model `name` now; else why not, in a few words: HF_HUB_OFFLINE is
+    set, the hub did not answer within `timeout` seconds, or it answered with an HTTP error."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    status = http_status(f"{endpoint}/api/models/{name}", timeout)
+    if status == 200:
+        return None
+    if status is None:
+        return f"{endpoint} did not answer within {timeout:g} s (offline?)"
+    return f"{endpoint} answered HTTP {status} for it (a typo, or a gated model without a token?)"
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status of a GET of `url`, or None when no answer came within `timeout` seconds. Name
+    resolution can take longer than a socket's own timeout, so the request runs in a thread that we
+    stop waiting for: the caller never waits longer than `timeout`."""
+    token = huggingface_hub.get_token()        # read from HF_TOKEN or the token file: no network
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    result = []
+
+    def ask():
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                result.append(response.status)
+        except urllib.error.HTTPError as error:
+            result.append(error.code)
+        except (OSError, ValueError):            # no route, no name, refused, timed out; a malformed url
+            pass
+
+    attempt = threading.Thread(target=ask, daemon=True)
+    attempt.start()
+    attempt.join(timeout)
+    return result[0] if result else None
