@@ -70,46 +70,55 @@ def measured_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | No
 
 # LLaMA's shapes (Touvron et al. 2023, arXiv:2302.13971, Table 2): hidden, FFN width, layers; vocabulary 32,000.
 LLAMA_SHAPES = {"7B": (4096, 11008, 32), "13B": (5120, 13824, 40), "33B": (6656, 17920, 60), "65B": (8192, 22016, 80)}
+# Llama 2 (Touvron et al. 2023, arXiv:2307.09288): 7B and 13B keep LLaMA's shapes; 70B has FFN width 28,672 and
+# grouped-query attention, 8 key/value heads of 128, so k and v are 1,024 wide. (hidden, FFN, layers, k/v width).
+LLAMA2_SHAPES = {"7B": (4096, 11008, 32, 4096), "13B": (5120, 13824, 40, 5120), "70B": (8192, 28672, 80, 1024)}
 
 
-def llama_parameters(hidden: int, ffn: int, layers: int, vocab: int = 32000) -> int:
-    """Parameters of a LLaMA-1 model: untied input and output embeddings, and per block q, k, v, o
-    (hidden x hidden), gate, up, down (hidden x ffn) and two RMSNorm gains; one final norm."""
-    return 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * ffn + 2 * hidden) + hidden
+def llama_parameters(hidden: int, ffn: int, layers: int, vocab: int = 32000, kv: int | None = None) -> int:
+    """Parameters of a LLaMA model: untied input and output embeddings, and per block q, o (hidden x
+    hidden), k, v (hidden x kv; kv = hidden without grouped-query attention), gate, up, down (hidden x
+    ffn) and two RMSNorm gains; one final norm."""
+    kv = hidden if kv is None else kv
+    return 2 * vocab * hidden + layers * (2 * hidden * (hidden + kv) + 3 * hidden * ffn + 2 * hidden) + hidden
 
 
-def lora_parameters(hidden: int, ffn: int, layers: int, r: int) -> int:
+def lora_parameters(hidden: int, ffn: int, layers: int, r: int, kv: int | None = None) -> int:
     """LoRA at rank r on every linear layer of the blocks (QLoRA's setting): r (in + out) each."""
-    return layers * r * (4 * (hidden + hidden) + 3 * (hidden + ffn))
+    kv = hidden if kv is None else kv
+    return layers * r * (2 * (hidden + hidden) + 2 * (hidden + kv) + 3 * (hidden + ffn))
 
 
 def llama_block_activations(hidden: int, ffn: int, r: int | None = None, seq: int = 512,
-                             attention: str = "sdpa", heads: int | None = None) -> int:
+                             attention: str = "sdpa", heads: int | None = None, kv: int | None = None) -> int:
     """Values one LLaMA block keeps per token for the backward pass (counted from what autograd saves,
     and checked against it in tests/test_memory.py). With LoRA at rank r on its seven linear layers
     and a frozen base: 8 hidden-sized tensors (each RMSNorm's input and output, q, k, v, attention's
     output), 4 FFN-sized ones (gate, up, SiLU(gate), their product), each adapter's A x (r), one
     softmax normaliser per head and one RMS per norm. Full fine-tuning (r=None) keeps 2 more
     hidden-sized tensors: a trainable gain needs its normalised input. Attention that writes out
-    its probabilities ("eager") keeps heads x seq of them per token instead of one per head."""
+    its probabilities ("eager") keeps heads x seq of them per token instead of one per head. With
+    grouped-query attention (k and v `kv` wide), fused attention keeps k and v at that width; "eager"
+    attention keeps them repeated to every head, hidden-sized (both measured in tests/test_memory_planning.py)."""
     if attention not in ("sdpa", "eager"):
         raise ValueError(f"Unknown attention {attention!r}; choose 'sdpa' (fused, as in flash attention) or 'eager'.")
     heads = heads or hidden // 128                          # LLaMA's heads are 128 wide
     per_head = seq if attention == "eager" else 1
     adapted = 10 * hidden if r is None else 8 * hidden + 7 * r
-    return adapted + 4 * ffn + heads * per_head + 2
+    narrower = 0 if kv is None or attention == "eager" else 2 * (hidden - kv)     # k and v
+    return adapted - narrower + 4 * ffn + heads * per_head + 2
 
 
 def llama_activation_bytes(hidden: int, ffn: int, layers: int, batch: int, seq: int, r: int | None = None,
                            checkpointing: bool = True, value_bytes: int = 2, vocab: int = 32000,
-                           attention: str = "sdpa", heads: int | None = None) -> int:
+                           attention: str = "sdpa", heads: int | None = None, kv: int | None = None) -> int:
     """Bytes of activations kept for the backward pass of a LLaMA on batch x seq tokens. Gradient
     checkpointing (as QLoRA trains) keeps only each block's input and recomputes one block at a time
     in the backward pass; without it every block keeps everything. The logits are kept in fp32 for
     the loss. The final norm keeps 3 hidden-sized tensors and its RMS in full fine-tuning; with
     LoRA, what it keeps equals what the first block does not (its input comes from a frozen
     embedding, so it needs no gradient)."""
-    block = llama_block_activations(hidden, ffn, r, seq, attention, heads)
+    block = llama_block_activations(hidden, ffn, r, seq, attention, heads, kv)
     blocks = layers * hidden + block if checkpointing else layers * block
     final_norm = 3 * hidden + 1 if r is None else 0
     return batch * seq * ((blocks + final_norm) * value_bytes + vocab * 4)
@@ -119,27 +128,66 @@ QLORA_BITS = 4 + 8 / 64 + 32 / (64 * 256)   # NF4 with double quantization, bloc
 
 
 def finetuning_memory(size: str, method: str, r: int = 64, batch: int = 1, seq: int = 512,
-                      checkpointing: bool = True) -> dict[str, int]:
-    """Bytes to fine-tune a LLaMA of `size` with Adam in mixed precision: "full", "LoRA" (16-bit frozen
-    base) or "QLoRA" (NF4 base), LoRA at rank r on every linear layer of the blocks; activations for
-    batch x seq tokens. QLoRA quantizes the blocks' linear layers only: embeddings and output head
-    stay 16-bit."""
+                      checkpointing: bool = True, generation: int = 1) -> dict[str, int]:
+    """Bytes to fine-tune a LLaMA of `size` (`generation` 1: LLaMA, 7B-65B; 2: Llama 2, 7B, 13B, 70B) with
+    Adam in mixed precision: "full", "LoRA" (16-bit frozen base) or "QLoRA" (NF4 base), LoRA at rank r
+    on every linear layer of the blocks; activations for batch x seq tokens. QLoRA quantizes the
+    blocks' linear layers only: embeddings and output head stay 16-bit."""
     if method not in ("full", "LoRA", "QLoRA"):
         raise ValueError(f"Unknown method {method!r}; choose 'full', 'LoRA' or 'QLoRA'.")
-    if size not in LLAMA_SHAPES:
-        raise ValueError(f"Unknown LLaMA size {size!r}; choose one of {', '.join(LLAMA_SHAPES)}.")
-    hidden, ffn, layers = LLAMA_SHAPES[size]
-    base = llama_parameters(hidden, ffn, layers)
-    adapters = 0 if method == "full" else lora_parameters(hidden, ffn, layers, r)
+    shapes = {1: {k: (*v, None) for k, v in LLAMA_SHAPES.items()}, 2: LLAMA2_SHAPES}.get(generation)
+    if shapes is None:
+        raise ValueError(f"Unknown LLaMA generation {generation!r}; choose 1 (LLaMA) or 2 (Llama 2).")
+    if size not in shapes:
+        raise ValueError(f"Unknown LLaMA size {size!r}; choose one of {', '.join(shapes)}.")
+    hidden, ffn, layers, kv = shapes[size]
+    base = llama_parameters(hidden, ffn, layers, kv=kv)
+    adapters = 0 if method == "full" else lora_parameters(hidden, ffn, layers, r, kv)
     parts = memory_breakdown(base + adapters, adapters or None, precision="mixed",
                              frozen_bits=QLORA_BITS if method == "QLoRA" else None)
     if method == "QLoRA":
         embeddings = 2 * 32000 * hidden
         parts["weights"] += round(embeddings * (2 - QLORA_BITS / 8))
     parts["activations"] = llama_activation_bytes(hidden, ffn, layers, batch, seq,
-                                                  None if method == "full" else r, checkpointing)
+                                                  None if method == "full" else r, checkpointing, kv=kv)
     parts.pop("total")
     return parts | {"total": sum(parts.values())}
+
+
+# What each ZeRO stage partitions over the data-parallel GPUs (Rajbhandari et al. 2019, arXiv:1910.02054, Fig. 1):
+# 1 the optimizer states (fp32 master weights and Adam's moments), 2 also the gradients, 3 also the weights.
+ZERO_PARTITIONED = {0: (), 1: ("master weights", "Adam moments"), 2: ("master weights", "Adam moments", "gradients"),
+                    3: ("master weights", "Adam moments", "gradients", "weights")}
+
+
+def zero_partition(parts: dict[str, int], gpus: int, zero_stage: int) -> dict[str, int]:
+    """Bytes on each of `gpus` data-parallel GPUs of a memory bill (as memory_breakdown or finetuning_memory
+    give it) under ZeRO stage 0 (plain DDP: every GPU holds everything) to 3: the partitioned parts are
+    divided by the number of GPUs, the rest (activations: each GPU keeps its own batch's) is not. Left
+    out, as in the paper's Figure 1: the buffers in which stage 3 gathers a layer's weights before using
+    them, and the communication buckets."""
+    if zero_stage not in ZERO_PARTITIONED:
+        raise ValueError(f"Unknown ZeRO stage {zero_stage!r}; choose 0 (plain data parallelism), 1, 2 or 3.")
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, not {gpus}.")
+    per_gpu = {name: -(-value // gpus) if name in ZERO_PARTITIONED[zero_stage] else value   # whole shards: rounded up
+               for name, value in parts.items() if name != "total"}
+    return per_gpu | {"total": sum(per_gpu.values())}
+
+
+def data_parallel_memory(size: str, method: str, gpus: int = 1, zero_stage: int = 0, r: int = 64, batch: int = 1,
+                         seq: int = 512, checkpointing: bool = True, generation: int = 2) -> dict[str, int]:
+    """Bytes on each of `gpus` GPUs that fine-tune Llama 2 `size` (or LLaMA, generation=1) data-parallel
+    with ZeRO stage `zero_stage`, each GPU on its own batch x seq tokens. A frozen base is partitioned
+    only by stage 3: stages 1 and 2 divide what trains, which for LoRA is almost nothing."""
+    return zero_partition(finetuning_memory(size, method, r, batch, seq, checkpointing, generation), gpus, zero_stage)
+
+
+def fewest_gpus(size: str, method: str, gpu_bytes: float, zero_stage: int,
+                counts: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), **options) -> int | None:
+    """The smallest number of GPUs in `counts` on which each GPU's bill fits in `gpu_bytes`, or None."""
+    fitting = (n for n in counts if data_parallel_memory(size, method, n, zero_stage, **options)["total"] <= gpu_bytes)
+    return next(fitting, None)
 
 
 def stored_bytes(model: torch.nn.Module) -> int:

@@ -3,7 +3,16 @@ import ipywidgets as widgets
 import torch
 from IPython.display import display
 
-from .memory import LLAMA_SHAPES, PRECISIONS, finetuning_memory, human_bytes, memory_breakdown
+from .memory import (
+    LLAMA2_SHAPES,
+    LLAMA_SHAPES,
+    PRECISIONS,
+    data_parallel_memory,
+    fewest_gpus,
+    finetuning_memory,
+    human_bytes,
+    memory_breakdown,
+)
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 20,
@@ -97,6 +106,46 @@ def qlora_memory_calculator() -> widgets.VBox:
             plt.show()
 
     controls = (size, method, rank, batch, seq, checkpointing)
+    for w in controls:
+        w.observe(update, names="value")
+    update()
+    return widgets.VBox([*controls, output])
+
+
+def zero_memory_planner() -> widgets.VBox:
+    """Memory on each GPU of fine-tuning Llama 2 7B, 13B or 70B (full, LoRA, QLoRA; batch 1 x 512, gradient
+    checkpointing) data-parallel on 1 to 64 GPUs, with ZeRO stages 0 to 3, against a GPU's memory."""
+    import matplotlib.pyplot as plt
+
+    size = widgets.ToggleButtons(options=list(LLAMA2_SHAPES), value="13B", description="Llama 2")
+    method = widgets.ToggleButtons(options=["full", "LoRA", "QLoRA"], value="full", description="method")
+    gpus = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=4, description="GPUs")
+    memory = widgets.ToggleButtons(options=list(GPU_MEMORY), value="80 GB", description="each GPU")
+    output = widgets.Output()
+
+    def update(_=None):
+        limit = GPU_MEMORY[memory.value]
+        bills = [data_parallel_memory(size.value, method.value, gpus.value, stage) for stage in range(4)]
+        fits = [stage for stage, bill in enumerate(bills) if bill["total"] <= limit]
+        verdict = f"fits from ZeRO-{fits[0]} on" if fits else f"does not fit in {memory.value}"
+        with output:
+            output.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+            bottom = [0.0] * 4
+            for part in [p for p in bills[0] if p != "total"]:
+                heights = [bill[part] / 2**30 for bill in bills]
+                ax.bar(["DDP (ZeRO-0)", "ZeRO-1", "ZeRO-2", "ZeRO-3"], heights, bottom=bottom, label=part)
+                bottom = [b + h for b, h in zip(bottom, heights)]
+            ax.axhline(limit / 2**30, color="#777777", linestyle="--", lw=0.8, label=f"one {memory.value} GPU")
+            ax.set_ylabel("GiB on each GPU")
+            ax.set_title(f"Llama 2 {size.value}, {method.value}, {gpus.value} GPU(s): {verdict}")
+            ax.legend(fontsize=7, loc="upper right")
+            plt.show()
+            fewest = [fewest_gpus(size.value, method.value, limit, stage) for stage in range(4)]
+            print(f"fewest {memory.value} GPUs: " + ", ".join(
+                f"ZeRO-{stage} {n if n else 'over 64'}" for stage, n in enumerate(fewest)))
+
+    controls = (size, method, gpus, memory)
     for w in controls:
         w.observe(update, names="value")
     update()
