@@ -3,6 +3,7 @@
 #   make lab         install (once), then open JupyterLab on notebooks/
 #   make test        lint, unit + hygiene tests, the 2-rank torchrun check, every notebook under nbval, the browser test
 #   make notebooks   re-execute every notebook in place (what gets committed)
+#   make site        the course as static HTML in site/ (opens offline: site/index.html)
 #
 # Without make: pip install -e ".[test]", then `jupyter lab notebooks/` or `pytest`.
 
@@ -32,7 +33,7 @@ NBVAL_ARGS := --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout $(CELL_TIMEOUT) --durations=20
 
-.PHONY: help install lab lint test test-unit test-distributed test-notebooks test-browser notebooks clean
+.PHONY: help install lab lint test test-unit test-distributed test-notebooks test-browser notebooks site clean
 
 help:
 	@echo "make lab         install, then open JupyterLab on notebooks/"
@@ -40,8 +41,9 @@ help:
 	@echo "make test-distributed   2-rank torchrun job against 1 process (python -m peftlab.distributed --check)"
 	@echo "make lint        ruff over the library, tests and benchmarks (rules in pyproject.toml)"
 	@echo "make notebooks   re-execute every notebook in place, saving outputs"
+	@echo "make site        the course as static HTML pages in site/ (open site/index.html, offline)"
 	@echo "make install     create $(VENV) and install peftlab with its test extras"
-	@echo "make clean       remove caches, checkpoints and artifacts/"
+	@echo "make clean       remove caches, checkpoints, artifacts/ and site/"
 
 install: $(STAMP)
 
@@ -85,7 +87,11 @@ notebooks: $(STAMP)
 		--ExecutePreprocessor.record_timing=False \
 		$(NOTEBOOKS)
 
+# From the committed outputs; nothing is executed. New notebooks appear by themselves.
+site: $(STAMP)
+	$(PY) -m peftlab.site --notebooks notebooks --out site
+
 clean:
-	rm -rf .pytest_cache artifacts
+	rm -rf .pytest_cache artifacts site
 	find . -path ./$(VENV) -prune -o -name .ipynb_checkpoints -type d -print0 | xargs -0 rm -rf
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
