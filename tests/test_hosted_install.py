@@ -1,0 +1,85 @@
+"""The README's install cell for hosted kernels (Colab, a JupyterHub without the course installed):
+it does nothing where peftlab is installed (`make lab`, any offline classroom), installs the
+checkout a notebook sits in, and on Colab, with no checkout, clones one first. Run with IPython's
+own translation of `!` and `%pip`, against a stand-in shell that records what it was asked."""
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_00 = REPO / "notebooks" / "00_welcome.ipynb"
+
+
+def install_cell() -> str:
+    """The README's Python block that installs peftlab when it is missing."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    cells = [b for b in blocks if 'find_spec("peftlab")' in b]
+    assert len(cells) == 1, "the README shows one install cell for hosted kernels"
+    return cells[0]
+
+
+class Shell:
+    """What the cell asks IPython to run, with {name} expanded as IPython does."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def _expand(self, line: str) -> str:
+        return line.format(**sys._getframe(2).f_globals)
+
+    def system(self, cmd: str) -> None:
+        self.calls.append("!" + self._expand(cmd))
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> None:
+        self.calls.append(f"%{name} {self._expand(line)}")
+
+
+def run_cell(monkeypatch, cwd: Path, installed: bool) -> tuple[Shell, list[str]]:
+    shell = Shell()
+    code = TransformerManager().transform_cell(install_cell())
+    if not installed:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peftlab" else real(name, *a))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(compile(code, "<install cell>", "exec"), {"get_ipython": lambda: shell})
+    return shell, sys.path
+
+
+def test_where_peftlab_is_installed_the_cell_does_nothing(monkeypatch, tmp_path, capsys):
+    shell, path = run_cell(monkeypatch, tmp_path, installed=True)
+    assert shell.calls == [] and capsys.readouterr() == ("", "")
+
+
+def test_in_a_checkout_without_peftlab_the_cell_installs_that_checkout(monkeypatch, tmp_path):
+    (tmp_path / "course" / "notebooks").mkdir(parents=True)
+    (tmp_path / "course" / "pyproject.toml").write_text("[project]\nname = 'peftlab'\n")
+    shell, path = run_cell(monkeypatch, tmp_path / "course" / "notebooks", installed=False)
+    repo = (tmp_path / "course").resolve()
+    assert shell.calls == [f"%pip install --quiet -e {repo}"]
+    assert path[0] == str(repo)
+
+
+def test_on_colab_the_cell_clones_the_course_then_installs_it(monkeypatch, tmp_path):
+    content = tmp_path / "content"   # Colab's working folder: no checkout above it
+    content.mkdir()
+    shell, path = run_cell(monkeypatch, content, installed=False)
+    repo = (content / "peftlab").resolve()
+    assert len(shell.calls) == 2
+    assert re.fullmatch(rf"!git clone --depth 1 \S+ {re.escape(str(repo))}", shell.calls[0])
+    assert shell.calls[1] == f"%pip install --quiet -e {repo}"
+    assert path[0] == str(repo)
+
+
+def test_notebook_00_starts_with_the_readme_install_cell_when_it_has_one():
+    import nbformat
+    cells = [c for c in nbformat.read(NOTEBOOK_00, as_version=4).cells if c.cell_type == "code"]
+    hosted = [i for i, c in enumerate(cells) if 'find_spec("peftlab")' in c.source]
+    if not hosted:
+        pytest.skip("notebook 00 has no install cell yet (README, section Hosted)")
+    assert hosted == [0], "the install cell is notebook 00's first code cell, before anything imports peftlab"
+    assert cells[0].source.strip() == install_cell().strip(), "notebook 00's install cell matches the README's"
