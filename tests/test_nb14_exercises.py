@@ -1,0 +1,60 @@
+"""Notebook 14's checkers accept the right answers and explain the usual wrong ones."""
+from peftlab import load_base_model
+from peftlab.exercises import nb14_graduation as nb14
+
+
+def stub(*_):
+    raise NotImplementedError
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_allreduce_bytes(capsys):
+    model = load_base_model()[0]
+    assert not nb14.check_allreduce_bytes(None, model)
+    assert "not attempted" in last_line(capsys)
+    right = 4 * 4 * 8 * (2 * (128 + 128) + 2 * (128 + 64))
+    assert nb14.check_allreduce_bytes(right, model)
+    assert not nb14.check_allreduce_bytes(right // 4, model)
+    assert "4 bytes" in last_line(capsys)
+    assert not nb14.check_allreduce_bytes(4 * 8 * 4 * 4 * 256, model)
+    assert "64 wide" in last_line(capsys)
+    assert not nb14.check_allreduce_bytes(4 * 1_045_760, model)
+    assert "full fine-tuning" in last_line(capsys)
+    assert all(p.requires_grad for p in model.parameters()), "the checker works on a copy"
+
+
+def test_cluster_plan(capsys):
+    assert nb14.plan_for() == (4, 2)
+    assert not nb14.check_cluster_plan(None, 2)
+    assert "not attempted" in last_line(capsys)
+    assert nb14.check_cluster_plan(4, 2)
+    assert "ZeRO-1 needs 85.2" in last_line(capsys)
+    assert not nb14.check_cluster_plan(8, 0)
+    assert "more GPUs never help" in last_line(capsys)
+    assert not nb14.check_cluster_plan(4, 1)
+    assert "over 80" in last_line(capsys)
+    assert not nb14.check_cluster_plan(8, 2)
+    assert "fewer GPUs" in last_line(capsys)
+    assert not nb14.check_cluster_plan(4, 3)
+    assert "1.5 times" in last_line(capsys)
+    assert not nb14.check_cluster_plan(4, 5)
+    assert "0, 1, 2 or 3" in last_line(capsys)
+
+
+def test_rank_loss(capsys):
+    right = lambda s, n, total, world: s * world / total
+    assert not nb14.check_rank_loss(None, right)
+    assert "not attempted" in last_line(capsys)
+    assert not nb14.check_rank_loss(False, stub)
+    assert "not attempted" in last_line(capsys)
+    assert not nb14.check_rank_loss(True, right)
+    assert "different numbers of target tokens" in last_line(capsys)
+    assert nb14.check_rank_loss(False, right)
+    assert nb14.check_rank_loss("no", right)
+    assert not nb14.check_rank_loss(False, lambda s, n, total, world: s / n)
+    assert "each rank's own mean" in last_line(capsys)
+    assert not nb14.check_rank_loss(False, lambda s, n, total, world: s / total)
+    assert "multiply by world_size" in last_line(capsys)
