@@ -124,8 +124,13 @@ def _move(control, kind: str, steps: int):
             key, back = back, key
             for _ in range(steps):
                 handle.press(key)
-        return (f"{before} -> {_readout(control)} ({steps}x {key})",
-                lambda: [handle.press(back) for _ in range(steps)])
+
+        def restore() -> None:   # back to where it was, however far it went
+            for _ in range(steps):
+                if handle.get_attribute("aria-valuenow") == value:
+                    return
+                handle.press(back)
+        return f"{before} -> {_readout(control)} ({steps}x {key})", restore
     if kind in {"dropdown", "select"}:
         box = control.locator("select").first
         index, n = box.evaluate("s => [s.selectedIndex, s.options.length]")
