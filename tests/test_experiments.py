@@ -149,3 +149,15 @@ def test_unified_profile_of_a_tiny_run_measures_what_it_says():
     assert memory["gradients"] == 4 * 3584 and memory["Adam moments"] == 8 * 3584 and memory["activations"] > 0
     adapter = unified.profile(unified.METHODS["Pfeiffer adapter"], 1e-2, **kw)
     assert not adapter["merges"] and adapter["latency_merged"] is None and "cannot be merged" in adapter["merge_note"]
+
+
+def test_the_unified_summary_reads_every_axis_of_every_stored_row():
+    from peftlab.experiments import unified
+    stored = load_results("unified")
+    summary = unified.summarize(stored)
+    assert list(summary) == list(stored["rows"])
+    lora = stored["rows"]["LoRA r=2"]
+    assert summary["LoRA r=2"]["trainable parameters"] == lora["trainable"] == 3584
+    assert summary["LoRA r=2"]["training memory (MiB)"] == lora["memory"]["total"] / 2**20
+    assert summary["LoRA r=2"]["held-out perplexity"] == pytest.approx(sum(lora["heldout_perplexity"]) / 3)
+    assert all(set(values) == set(unified.AXES) for values in summary.values())

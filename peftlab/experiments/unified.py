@@ -103,6 +103,24 @@ PROFILE_FIELDS = ("step_seconds", "memory", "saved_bytes", "weights_file_bytes",
 FORGETTING_FIELDS = ("fact_recall_by_rank", "fact_recall", "heldout_perplexity")
 
 
+# What notebook 12 plots, per method: axis name -> (how to read it from a stored row, log scale?).
+AXES = {
+    "test accuracy": (lambda row: row["test_mean"], False),
+    "trainable parameters": (lambda row: row["trainable"], True),
+    "training memory (MiB)": (lambda row: row["memory"]["total"] / 2**20, False),
+    "step time (ms)": (lambda row: row["step_seconds"] * 1000, False),
+    "adapter file (KiB)": (lambda row: row["saved_bytes"] / 1024, True),
+    "fact recall by ranking": (lambda row: statistics.mean(row["fact_recall_by_rank"]), False),
+    "held-out perplexity": (lambda row: statistics.mean(row["heldout_perplexity"]), True),
+    "latency unmerged (ms)": (lambda row: row["latency_unmerged"] * 1000, False),
+}
+
+
+def summarize(results: dict) -> dict[str, dict[str, float]]:
+    """Stored results as method -> {axis: value} for every axis of AXES (seed means where per seed)."""
+    return {name: {axis: read(row) for axis, (read, _) in AXES.items()} for name, row in results["rows"].items()}
+
+
 def forgetting(base_name: str):
     """A `measure` for Method: what the trained model still knows of its pretraining."""
     _, tokenizer = load_base_model(base_name)
