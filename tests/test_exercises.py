@@ -312,3 +312,41 @@ def test_nb13_checkers(capsys):
     assert "scaling" in capsys.readouterr().out.splitlines()[-1]
     assert not nb13.check_cat_factors("cat", linear)
     assert "rank 2 + 3" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_nb12_checkers(capsys):
+    from peftlab.exercises import nb12_unified_view as nb12
+    from peftlab.experiments.protocol import load_results
+    from peftlab.unified_view import pareto_front
+    results = load_results("unified")
+
+    assert not nb12.check_forms({name: None for name in nb12.FORMS})
+    assert "not attempted" in capsys.readouterr().out
+    assert nb12.check_forms(dict(nb12.FORMS))
+    assert not nb12.check_forms({**nb12.FORMS, "LayerNorm tuning": "shift"})
+    assert "RMSNorm" in capsys.readouterr().out
+
+    right = nb12.expected_choices(results)
+    assert right == {"serve": "(IA)³", "memory": "parallel adapter", "knowledge": "full fine-tuning"}
+    assert nb12.check_choices(right, results)
+    assert not nb12.check_choices({**right, "serve": "Houlsby adapters"}, results)
+    assert "does not merge" in capsys.readouterr().out
+    assert not nb12.check_choices({**right, "knowledge": "LoRA r=2"}, results)
+    assert "perplexity" in capsys.readouterr().out
+    assert not nb12.check_choices({**right, "memory": "LoRA"}, results)
+    assert "not a row" in capsys.readouterr().out
+
+    reference = {"trainable": 2560, "test": 1.0, "measured": {"heldout_perplexity": 4.2}}
+    worse = {"trainable": 2560, "test": 0.96, "measured": {"heldout_perplexity": 180.0}}
+    assert not nb12.check_ia3_prediction(None, None, reference)
+    assert nb12.check_ia3_prediction("more", worse, reference)
+    assert not nb12.check_ia3_prediction("less", worse, reference)
+    assert not nb12.check_ia3_prediction("more", reference, reference)
+    assert "0.3" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb12.check_ia3_prediction("more", {"test": 1.0}, reference)
+
+    assert not nb12.check_frontier(stub)
+    assert nb12.check_frontier(pareto_front)
+    assert not nb12.check_frontier(lambda points: sorted(points, key=lambda n: points[n]))
+    assert "beaten" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb12.check_frontier(lambda points: sorted(pareto_front(points), reverse=True))
