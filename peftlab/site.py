@@ -133,7 +133,7 @@ def _mathjax(site_root: Path) -> str | None:
     except ImportError:
         return None
     source = Path(jupyter_server_mathjax.__file__).parent / "static"
-    # MathJax speaks English without its localization folder; the rest is ~9 MB of translations.
+    # MathJax speaks English without its localization folder: the other 2 MB are translations.
     shutil.copytree(source, site_root / "_static" / "mathjax",
                     ignore=lambda d, names: [n for n in names if Path(d).name == "localization" and n != "en"])
     return "_static/mathjax/MathJax.js"
