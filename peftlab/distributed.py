@@ -84,8 +84,9 @@ class ShardedCollator:
     its contiguous block of rows, padded exactly as the whole batch is. A causal LM's loss is a mean
     over the target tokens of the batch; rows have different numbers of target tokens, so the mean of
     the ranks' means is not the mean of the whole batch. `num_items_in_batch` (transformers' losses
-    then divide their sum by it) set to N / world_size, N the target tokens of the global batch,
-    makes DDP's average over ranks exactly the whole batch's loss: (1/W) sum_r sum_r' / (N/W) = sum / N.
+    then divide their sum by it) set to N / W, N the target tokens of the global batch and W the number
+    of ranks, makes DDP's average over ranks exactly the whole batch's loss: with S_r the sum of the
+    token losses on rank r, (1/W) * sum_r S_r / (N / W) = sum_r S_r / N.
     (At scale, a DistributedSampler gives each rank only its own rows; the weighting stays the same.)
     """
 
