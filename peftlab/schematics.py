@@ -2,7 +2,10 @@
 
 `draw_block(ax, method)` draws a pre-norm block (norm, attention with q/k/v/o, residual add, norm,
 MLP with up/down, residual add), frozen parts in grey and what the method trains in orange.
-`draw_methods(methods)` puts several side by side, one panel each.
+`draw_methods(methods)` puts several side by side, one panel each. Soft prompts change the sequence,
+not a block: `draw_sequence(ax, method)` draws the input tokens and the stack of blocks, with the
+virtual tokens (prompt tuning), their encoder (P-tuning) or the per-layer keys and values (prefix
+tuning) in orange. `draw_family_map()` is the one-page map of the PEFT families (notebook 00).
 """
 import matplotlib.pyplot as plt
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
@@ -18,7 +21,12 @@ ADDS = (3.75, 7.35)            # heights of the two residual additions
 ADAPTER_SLOTS = (3.1, 6.7)     # where a sequential adapter sits: after each block, before its addition
 TITLES = {"full": "full fine-tuning", "lora": "LoRA", "ia3": "(IA)³", "houlsby": "Houlsby adapters",
           "pfeiffer": "Pfeiffer adapter", "parallel": "parallel adapter", "bitfit": "BitFit",
-          "ln_tuning": "LayerNorm tuning", "qlora": "QLoRA (blue: 4-bit)"}
+          "ln_tuning": "LayerNorm tuning", "qlora": "QLoRA (blue: 4-bit)", "dora": "DoRA", "vera": "VeRA",
+          "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA", "prompt": "prompt tuning", "p_tuning": "P-tuning",
+          "prefix": "prefix tuning"}
+# What the LoRA family adds beside q and v: its update, written as the method builds it.
+UPDATES = {"lora": "BA", "qlora": "BA", "dora": "m · (W + BA) / ‖W + BA‖", "vera": "Λb B Λd A",
+           "loha": "(B₁A₁) ⊙ (B₂A₂)", "lokr": "W₁ ⊗ (B₂A₂)", "adalora": "P Λ Q"}
 
 
 def _box(ax, x, y, w, h, label, trained=False, fontsize=8, color=None):
@@ -71,10 +79,14 @@ def draw_block(ax, method: str) -> None:
         ax.plot([-1.6, -1.6], [y0, y1], color="#888888", lw=0.8)
         ax.plot([-1.6, -0.18], [y1, y1], color="#888888", lw=0.8)
         ax.plot([-1.6, 0], [y0, y0], color="#888888", lw=0.8)
-    if method in ("lora", "qlora"):
+    if method in UPDATES:
         for name in ("q", "v"):
             x, y = PROJECTIONS[name]
-            _box(ax, x, y + 0.58, 0.5, 0.35, "BA", trained=True, fontsize=7)
+            _box(ax, x, y + 0.58, 0.5, 0.35, "Δ", trained=True, fontsize=7)
+        ax.text(0, 3.3 if method in ("lora", "qlora") else 3.35, f"Δ = {UPDATES[method]}", ha="center", fontsize=6.5,
+                color=TEXT, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        if method == "vera":
+            ax.text(1.4, 1.5, "A, B frozen,\nshared by\nall layers", fontsize=5.5, color=TEXT)
     if method == "ia3":
         for name in ("k", "v"):
             x, y = PROJECTIONS[name]
@@ -94,12 +106,82 @@ def draw_block(ax, method: str) -> None:
     ax.set_title(TITLES.get(method, method), fontsize=10)
 
 
+SEQUENCE_METHODS = ("prompt", "p_tuning", "prefix")
+
+
+def draw_sequence(ax, method: str, layers: int = 3, tokens: int = 4, virtual: int = 2) -> None:
+    """The input tokens and a stack of `layers` blocks; where a soft-prompt method puts its
+    trainable numbers: P vectors before the input (prompt tuning), the same made by an encoder from
+    a table (P-tuning), or P keys and values inside every layer's attention (prefix tuning)."""
+    if method not in SEQUENCE_METHODS:
+        raise ValueError(f"draw_sequence draws {SEQUENCE_METHODS}; layer methods are drawn by draw_block")
+    lead = virtual if method in ("prompt", "p_tuning") else 0
+    columns = lead + tokens
+    for layer in range(layers):
+        y = 1.2 + 1.3 * layer
+        _box(ax, -0.1, y, columns + 0.2 + (virtual if method == "prefix" else 0), 0.9, "", fontsize=7)
+        ax.text(-0.3, y + 0.45, f"layer {layer + 1}", ha="right", va="center", fontsize=7, color=TEXT)
+        if method == "prefix":
+            for i in range(virtual):
+                _box(ax, columns + 0.15 + i, y + 0.15, 0.75, 0.6, "k,v", trained=True, fontsize=6)
+    for i in range(columns):
+        is_virtual = i < lead
+        _box(ax, i + 0.1, 0.2, 0.8, 0.6, f"p{i + 1}" if is_virtual else f"x{i - lead + 1}", trained=is_virtual,
+             fontsize=7)
+        _arrow(ax, (i + 0.5, 0.8), (i + 0.5, 1.2))
+    if method == "p_tuning":
+        _box(ax, 0.1, -1.0, 2 * virtual - 0.2 if virtual > 1 else 0.8, 0.6, "encoder (MLP / LSTM)", trained=True,
+             fontsize=6)
+        _arrow(ax, (virtual / 2, -0.4), (virtual / 2, 0.2), color=TRAINED)
+    if method == "prefix":
+        ax.text(columns + 0.15, 0.5, "P keys and values\nin every layer", va="center", fontsize=6, color=TEXT)
+    ax.text(columns / 2, 1.2 + 1.3 * layers + 0.1, "to the LM head", ha="center", fontsize=7, color="#777777")
+    ax.set_xlim(-1.4, columns + (virtual if method == "prefix" else 0) + 0.4)
+    ax.set_ylim(-1.2 if method == "p_tuning" else 0, 1.2 + 1.3 * layers + 1.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(TITLES[method], fontsize=10)
+
+
 def draw_methods(methods: list[str], title: str | None = None):
-    """Several blocks side by side, one method each; returns the figure."""
-    fig, axes = plt.subplots(1, len(methods), figsize=(2.1 * len(methods), 4.4))
+    """Several panels side by side, one method each (blocks or sequences); returns the figure."""
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.4 * len(methods), 4.4))
     for ax, method in zip(axes if len(methods) > 1 else [axes], methods):
-        draw_block(ax, method)
+        (draw_sequence if method in SEQUENCE_METHODS else draw_block)(ax, method)
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# The PEFT families (after Lialin et al. 2023, *Scaling Down to Scale Up*, arXiv:2303.15647), with the
+# notebooks that build each method.
+FAMILIES = {
+    "add parameters: adapters": ["Houlsby, Pfeiffer, parallel adapters (07)"],
+    "add parameters: soft prompts": ["prompt tuning (08)", "P-tuning (09)", "prefix tuning, P-tuning v2 (10)"],
+    "select parameters": ["BitFit (07)", "LayerNorm tuning (07)"],
+    "reparameterise the update": ["LoRA (02-04)", "rsLoRA, LoRA+, PiSSA (04)", "DoRA, VeRA, LoHa, LoKr (05)",
+                                  "AdaLoRA (06)"],
+    "rescale activations": ["(IA)³ (07)"],
+    "save memory around them": ["QLoRA: a 4-bit base (11)", "many adapters on one base (13)"],
+}
+
+
+def draw_family_map():
+    """One page: the PEFT families, their methods and notebooks, and the baseline; returns the figure."""
+    fig, ax = plt.subplots(figsize=(11, 5.2))
+    ax.axis("off")
+    ax.set_xlim(0, 3)
+    ax.set_ylim(0, 2.45)
+    _box(ax, 1.0, 2.1, 1.0, 0.28, "full fine-tuning (01): train every weight", fontsize=9, color=FROZEN)
+    for i, (family, methods) in enumerate(FAMILIES.items()):
+        x, y = (i % 3), 1.0 - (i // 3) * 0.95
+        ax.add_patch(Rectangle((x + 0.04, y + 0.02), 0.92, 0.86, facecolor="#fff3e4", edgecolor="#c77c2e", lw=0.8))
+        ax.text(x + 0.5, y + 0.78, family, ha="center", va="center", fontsize=9.5, fontweight="bold", color=TEXT)
+        ax.text(x + 0.5, y + 0.38, "\n".join(methods), ha="center", va="center", fontsize=8.5, color=TEXT,
+                linespacing=1.5)
+    ax.text(1.5, 2.0, "PEFT freezes the pretrained weights and trains something small instead:", ha="center",
+            va="top", fontsize=9, color="#555555")
+    ax.set_title("The PEFT families in this workbook (the unified view of all of them: notebook 12)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,0 +1,53 @@
+"""Schematics (peftlab/schematics.py): every method draws, and what it trains is drawn in orange."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+
+from peftlab import schematics  # noqa: E402
+
+
+def trained_patches(ax):
+    return [p for p in ax.patches if to_hex(p.get_facecolor()) == schematics.TRAINED]
+
+
+@pytest.mark.parametrize("method", list(schematics.TITLES))
+def test_every_method_draws_its_trainable_parameters(method):
+    fig = schematics.draw_methods([method, "full"])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert ax.get_title() == schematics.TITLES[method]
+    if method == "ln_tuning" or method not in ("ia3", "bitfit"):
+        assert trained_patches(ax), f"{method}: nothing drawn as trained"
+    else:   # (IA)³ and BitFit are tags (×l, +b) on frozen layers
+        assert any(label in ("×l", "+b") for label in labels)
+    if method in schematics.UPDATES:
+        assert labels.count("Δ") == 2 and f"Δ = {schematics.UPDATES[method]}" in labels, "the update beside q and v"
+    plt.close(fig)
+
+
+def test_frozen_parts_are_not_orange_in_lora_and_everything_is_in_full_fine_tuning():
+    fig = schematics.draw_methods(["lora", "full"])
+    lora, full = fig.axes
+    assert len(trained_patches(lora)) == 2
+    assert len(trained_patches(full)) > len(trained_patches(lora))
+    plt.close(fig)
+
+
+def test_sequence_methods_only():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="draw_block"):
+        schematics.draw_sequence(ax, "lora")
+    schematics.draw_sequence(ax, "prefix", layers=3, virtual=2)
+    assert len(trained_patches(ax)) == 3 * 2, "P keys/values in every layer"
+    plt.close(fig)
+
+
+def test_family_map_names_every_notebook_that_builds_a_method():
+    fig = schematics.draw_family_map()
+    text = " ".join([t.get_text() for t in fig.axes[0].texts] + [fig.axes[0].get_title()])
+    for notebook in ("01", "02", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"):
+        assert f"({notebook}" in text or f"{notebook})" in text or f"notebook {notebook}" in text, notebook
+    plt.close(fig)
