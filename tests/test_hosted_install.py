@@ -1,7 +1,9 @@
 """The README's install cell for hosted kernels (Colab, a JupyterHub without the course installed):
 it does nothing where peftlab is installed (`make lab`, any offline classroom), installs the
 checkout a notebook sits in, and on Colab, with no checkout, clones one first. Run with IPython's
-own translation of `!` and `%pip`, against a stand-in shell that records what it was asked."""
+own translation of `!` and `%pip`, against a stand-in shell that records what it was asked.
+Where torch is missing it installs the torch the Makefile pins (PyPI's newest may be a CUDA build
+of several GB)."""
 import importlib.util
 import re
 import sys
@@ -38,12 +40,12 @@ class Shell:
         self.calls.append(f"%{name} {self._expand(line)}")
 
 
-def run_cell(monkeypatch, cwd: Path, installed: bool) -> tuple[Shell, list[str]]:
+def run_cell(monkeypatch, cwd: Path, installed: bool, torch: bool = True) -> tuple[Shell, list[str]]:
     shell = Shell()
     code = TransformerManager().transform_cell(install_cell())
-    if not installed:
-        real = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peftlab" else real(name, *a))
+    missing = ({"peftlab"} if not installed else set()) | ({"torch"} if not torch else set())
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "path", list(sys.path))
     exec(compile(code, "<install cell>", "exec"), {"get_ipython": lambda: shell})
@@ -73,6 +75,14 @@ def test_on_colab_the_cell_clones_the_course_then_installs_it(monkeypatch, tmp_p
     assert re.fullmatch(rf"!git clone --depth 1 \S+ {re.escape(str(repo))}", shell.calls[0])
     assert shell.calls[1] == f"%pip install --quiet -e {repo}"
     assert path[0] == str(repo)
+
+
+def test_without_torch_the_cell_installs_the_pinned_one_first(monkeypatch, tmp_path):
+    (tmp_path / "course" / "notebooks").mkdir(parents=True)
+    (tmp_path / "course" / "pyproject.toml").write_text("[project]\nname = 'peftlab'\n")
+    shell, _ = run_cell(monkeypatch, tmp_path / "course" / "notebooks", installed=False, torch=False)
+    pin = re.search(r"^TORCH \?= (\S+)$", (REPO / "Makefile").read_text(), flags=re.M).group(1)
+    assert shell.calls == [f"%pip install --quiet {pin}", f"%pip install --quiet -e {(tmp_path / 'course').resolve()}"]
 
 
 def test_notebook_00_starts_with_the_readme_install_cell_when_it_has_one():
