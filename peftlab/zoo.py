@@ -6,6 +6,7 @@ They are ordinary `transformers` checkpoints, so
 ("gpt2"): cached, or downloaded when the hub has it, else the bundled model, with a line saying so.
 `python -m peftlab.pretrain` reproduces them from the bundled corpus.
 """
+import http.client
 import os
 import threading
 import urllib.error
@@ -128,7 +129,7 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
                 result.append(response.status)
         except urllib.error.HTTPError as error:
             result.append(error.code)
-        except (OSError, ValueError):            # no route, no name, refused, timed out; a malformed url
+        except (OSError, ValueError, http.client.HTTPException):   # no route or name, refused, timed out, garbled
             pass
 
     attempt = threading.Thread(target=ask, daemon=True)

@@ -92,7 +92,11 @@ def test_the_hub_check_reads_the_answer_and_never_waits_past_its_timeout(monkeyp
         return http_status(url, timeout=0.5) is None and time.monotonic() - start < 3
 
     assert gives_up(f"{silent_endpoint}/api/models/gpt2")
-    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: time.sleep(30))   # a resolver that hangs
+    def hanging_resolver(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_resolver)
     assert gives_up("https://huggingface.co/api/models/gpt2")
 
 
