@@ -71,7 +71,7 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/
 
-# Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s).
+# Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s of CPU).
 test-distributed: $(STAMP)
 	$(PY) -m peftlab.distributed --check
 
