@@ -60,7 +60,7 @@ lab: $(STAMP)
 # -k: run every step even when one fails, so one run shows every problem; make still
 # exits non-zero if any step failed.
 test: $(STAMP)
-	$(MAKE) --no-print-directory -k lint test-unit test-distributed test-notebooks test-browser
+	$(MAKE) --no-print-directory -k lint test-unit test-notebooks test-browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check peftlab tests benchmarks conftest.py
@@ -72,6 +72,7 @@ test-notebooks: $(STAMP)
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/
 
 # Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s of CPU).
+# `make test` runs this same command inside test-unit (tests/test_distributed.py), so it is not listed twice.
 test-distributed: $(STAMP)
 	$(PY) -m peftlab.distributed --check
 
