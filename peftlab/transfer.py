@@ -30,11 +30,11 @@ METHODS = ("probe", "full", "lora")
 NEW_TASK, OLD_TASK = "digits_5_9", "digits_0_4"
 
 
-def default_lora_config() -> LoraConfig:
-    """LoRA r=4 on the attention's query and value projections and on the patch embedding (a Conv2d);
-    the new head trains in full."""
-    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "projection"],
-                      modules_to_save=["classifier"])
+def lora_config(patch_conv: bool = False) -> LoraConfig:
+    """LoRA r=4 on every layer's query and value projections (Hu et al.'s choice), with `patch_conv`
+    also on the patch embedding (a Conv2d); the new head trains in full."""
+    targets = ["q_proj", "v_proj"] + (["projection"] if patch_conv else [])
+    return LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=["classifier"])
 
 
 def new_head(base, seed: int, num_labels: int = 5) -> nn.Linear:
@@ -43,7 +43,7 @@ def new_head(base, seed: int, num_labels: int = 5) -> nn.Linear:
     return nn.Linear(base.config.hidden_size, num_labels)
 
 
-def transfer_model(base, method: str, seed: int, lora_config: LoraConfig | None = None):
+def transfer_model(base, method: str, seed: int, config: LoraConfig | None = None):
     """A copy of `base` ready to train on the new classes by `method` (the base is never changed)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -51,7 +51,7 @@ def transfer_model(base, method: str, seed: int, lora_config: LoraConfig | None 
     labels = [str(d) for d in IMAGE_TASKS[NEW_TASK]]
     model.config.id2label, model.config.label2id = dict(enumerate(labels)), {k: i for i, k in enumerate(labels)}
     if method == "lora":
-        model = get_peft_model(model, lora_config or default_lora_config())
+        model = get_peft_model(model, config or lora_config())
         # modules_to_save starts the trained copy from the old head; give it the new head instead.
         model.get_base_model().classifier.modules_to_save["default"].load_state_dict(head.state_dict())
         return model
@@ -63,12 +63,12 @@ def transfer_model(base, method: str, seed: int, lora_config: LoraConfig | None 
 
 
 def run_transfer(base, method: str, lr: float, seed: int, *, new_task, old_task, steps: int,
-                 batch_size: int = 32, n_train: int | None = None, lora_config: LoraConfig | None = None,
+                 batch_size: int = 32, n_train: int | None = None, config: LoraConfig | None = None,
                  eval_splits: tuple[str, ...] = ("validation", "test"), keep_model: bool = False) -> dict:
     """Train one method once on the new task; return trainable parameters, wall time, new-task accuracy
     on `eval_splits`, and the old head's accuracy on the adapted backbone (old task's test split).
     `n_train` keeps only the first n training images (the splits are shuffled per class)."""
-    model = transfer_model(base, method, seed, lora_config)
+    model = transfer_model(base, method, seed, config)
     rows = list(new_task["train"])[:n_train]
     start = time.perf_counter()
     train(model, rows, collate_images, steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=False,
