@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification, ViTForImageClassificat
 from peftlab.data.images import IMAGE_TASKS, digits, load_images, split_indices
 from peftlab.experiments import nb15_images
 from peftlab.experiments.protocol import load_results
-from peftlab.transfer import new_head, run_transfer, transfer_model
+from peftlab.experiments.transfer import new_head, run_transfer, transfer_model
 from peftlab.vision import (
     MODELS_DIR,
     VISION_MODEL,

@@ -15,9 +15,9 @@ import time
 import torch
 
 from ..data.images import load_images
-from ..transfer import NEW_TASK, OLD_TASK, lora_config, run_transfer
 from ..vision import VISION_MODEL, load_vision_model
 from .protocol import save_results
+from .transfer import NEW_TASK, OLD_TASK, lora_config, run_transfer
 
 SEEDS = (0, 1, 2, 3, 4)
 BATCH_SIZE = 32

@@ -19,12 +19,12 @@ import time
 import torch
 from torch import nn
 
-from .data.images import IMAGE_TASKS
-from .memory import parameter_counts
-from .model import get_peft_model
-from .train import train
-from .tuners.lora import LoraConfig
-from .vision import collate_images, head_accuracy, image_accuracy
+from ..data.images import IMAGE_TASKS
+from ..memory import parameter_counts
+from ..model import get_peft_model
+from ..train import train
+from ..tuners.lora import LoraConfig
+from ..vision import collate_images, head_accuracy, image_accuracy
 
 METHODS = ("probe", "full", "lora")
 NEW_TASK, OLD_TASK = "digits_5_9", "digits_0_4"
