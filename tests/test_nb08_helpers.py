@@ -4,7 +4,6 @@ import copy
 import torch
 
 from peftlab import PromptTuningConfig, get_peft_model, load_base_model
-from peftlab.batching import IGNORE_INDEX
 from peftlab.data import LABEL_WORDS, load_task
 from peftlab.evaluate import label_accuracy
 from peftlab.exercises import NOT_ATTEMPTED
@@ -42,26 +41,6 @@ def test_parameter_count_checker(capsys):
     assert "prefix tuning" in capsys.readouterr().out.splitlines()[-1]
 
 
-def test_extend_labels_checker(capsys):
-    assert not nb08.check_extend_labels(stub)
-    assert NOT_ATTEMPTED in capsys.readouterr().out
-
-    def right(labels, P):
-        return torch.cat([labels.new_full((labels.shape[0], P), IGNORE_INDEX), labels], dim=1)
-
-    def zeros_in_front(labels, P):
-        return torch.cat([labels.new_zeros(labels.shape[0], P), labels], dim=1)
-
-    def at_the_end(labels, P):
-        return torch.cat([labels, labels.new_full((labels.shape[0], P), IGNORE_INDEX)], dim=1)
-
-    assert nb08.check_extend_labels(right)
-    assert not nb08.check_extend_labels(zeros_in_front)
-    assert "-100" in capsys.readouterr().out.splitlines()[-1]
-    assert not nb08.check_extend_labels(at_the_end)
-    assert "first" in capsys.readouterr().out.splitlines()[-1]
-
-
 def test_mixed_task_batch_checker(capsys):
     assert not nb08.check_mixed_task_batch(stub)
     assert NOT_ATTEMPTED in capsys.readouterr().out
@@ -80,3 +59,79 @@ def test_mixed_task_batch_checker(capsys):
     assert "task_ids" in capsys.readouterr().out.splitlines()[-1]
     assert not nb08.check_mixed_task_batch(after)
     assert "in front" in capsys.readouterr().out.splitlines()[-1]
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().out.splitlines()[-1]
+
+
+def test_learning_rate_checker_judges_the_prediction_by_the_measurement(capsys):
+    assert not nb08.check_prompt_learning_rate(None, 0.515)
+    assert NOT_ATTEMPTED in capsys.readouterr().out
+    assert nb08.check_prompt_learning_rate("chance", 206 / 400)
+    assert not nb08.check_prompt_learning_rate("as good", 206 / 400)
+    assert "'chance', not 'as good'" in last_line(capsys)
+    reference = nb08.stored_rows()["init"]["random"]["test"][0]
+    assert nb08.check_prompt_learning_rate("as good", reference)
+    assert nb08.check_prompt_learning_rate("between", 0.7)
+    assert not nb08.check_prompt_learning_rate("maybe", 0.7)
+    assert "predict one of" in last_line(capsys)
+    assert not nb08.check_prompt_learning_rate("chance", 0.5123)
+    assert "400" in last_line(capsys)
+
+
+def test_more_steps_checker(capsys):
+    assert not nb08.check_more_steps(None, None)
+    assert NOT_ATTEMPTED in capsys.readouterr().out
+    reference = nb08.stored_rows()["length"]["P=32"]["test"][0]
+    assert nb08.check_more_steps(False, 233 / 400) and not nb08.check_more_steps(True, 233 / 400)
+    assert nb08.check_more_steps(True, reference) and not nb08.check_more_steps(False, reference)
+    assert not nb08.check_more_steps("no", 233 / 400)
+    assert "True" in last_line(capsys)
+
+
+def test_hard_prompt_checker(capsys):
+    model, tokenizer = load_base_model()
+    torch.manual_seed(0)
+    soft = get_peft_model(copy.deepcopy(model), PromptTuningConfig(num_virtual_tokens=6))
+    rows = [load_task("sentiment")["test"][i] for i in range(40)]
+    table = soft.get_input_embeddings().weight.detach()
+    # Start the prompt on words that the dot product does not find (a longer word vector wins): there cosine
+    # and dot product disagree, so the checker must tell them apart.
+    misfound = torch.nonzero((table @ table.T).argmax(-1) != torch.arange(len(table))).flatten()
+    with torch.no_grad():
+        soft.prompt_encoder["default"].embedding.weight.copy_(table[misfound[:6]])
+
+    def snapped(peft_model, pick):
+        hard = copy.deepcopy(peft_model)
+        prompt = hard.prompt_encoder["default"].embedding.weight
+        with torch.no_grad():
+            prompt.copy_(table[pick(prompt)])
+        return hard
+
+    def right(peft_model):
+        return snapped(peft_model, lambda p: nb08.nearest_rows(p, table))
+
+    def by_dot_product(peft_model):
+        return snapped(peft_model, lambda p: (p @ table.T).argmax(-1))
+
+    def in_place(peft_model):
+        with torch.no_grad():
+            peft_model.prompt_encoder["default"].embedding.weight.mul_(2)
+        return peft_model
+
+    prompt = soft.prompt_encoder["default"].embedding.weight.detach()
+    assert not torch.equal(nb08.nearest_rows(prompt, table), (prompt @ table.T).argmax(-1)), "a case where they differ"
+    assert not nb08.check_hard_prompt(right, None, soft, tokenizer, rows)
+    assert NOT_ATTEMPTED in capsys.readouterr().out
+    assert not nb08.check_hard_prompt(stub, "chance", soft, tokenizer, rows)
+    assert NOT_ATTEMPTED in capsys.readouterr().out
+    found = nb08.outcome(label_accuracy(right(soft), tokenizer, rows, LABEL_WORDS),
+                         label_accuracy(soft, tokenizer, rows, LABEL_WORDS))
+    assert nb08.check_hard_prompt(right, found, soft, tokenizer, rows)
+    assert not nb08.check_hard_prompt(right, next(c for c in ("as good", "between", "chance") if c != found),
+                                      soft, tokenizer, rows)
+    assert not nb08.check_hard_prompt(by_dot_product, found, soft, tokenizer, rows)
+    assert "dot product" in last_line(capsys)
+    assert not nb08.check_hard_prompt(in_place, found, soft, tokenizer, rows)
+    assert "copy" in last_line(capsys)

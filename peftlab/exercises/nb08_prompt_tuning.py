@@ -1,8 +1,10 @@
 """Checkers for 08_prompt_tuning."""
 import torch
 
-from ..batching import IGNORE_INDEX
 from .checking import Verdict, attempted, call_stub, report
+
+N_TEST = 400                      # the notebook scores on its first 400 test reviews
+CHANCE_LINE = 0.6                 # at most this: no better than guessing (chance 0.5; always one label 0.515)
 
 
 def check_prompt_parameter_count(answer) -> Verdict:
@@ -22,25 +24,121 @@ def check_prompt_parameter_count(answer) -> Verdict:
     return report("soft prompt parameter count", False, "a soft prompt is a P x d table: one input embedding per virtual token.")
 
 
-def check_extend_labels(fn) -> Verdict:
-    """🌿 Labels for [prompt; input]: P ignored positions (-100) in front of the original labels."""
-    labels = torch.tensor([[IGNORE_INDEX, 5, 7, 2], [IGNORE_INDEX, 9, 2, IGNORE_INDEX]])
-    result = call_stub(fn, labels.clone(), 3)
-    if not attempted(result):
-        return report("extend the labels", None)
-    result = torch.as_tensor(result)
-    expected = torch.cat([torch.full((2, 3), IGNORE_INDEX), labels], dim=1)
-    if tuple(result.shape) != (2, 7):
-        return report("extend the labels", False, f"shape {tuple(result.shape)}, expected (B, P + n) = (2, 7).")
-    if torch.equal(result[:, :4], labels):
-        return report("extend the labels", False, "the virtual tokens come *first*: their labels go in front.")
-    if torch.equal(result[:, 3:], labels) and (result[:, :3] == 0).all():
-        return report("extend the labels", False,
-                      "0 is a real token id (the loss would train the prompt to predict it); use -100, which "
-                      "cross_entropy ignores.")
-    if not torch.equal(result.long(), expected):
-        return report("extend the labels", False, "row b should read [-100] * P followed by the original labels of row b.")
-    return report("extend the labels", True, "the virtual positions never enter the loss: it has the same targets as without a prompt.")
+def stored_rows() -> dict:
+    """Notebook 08's stored runs (results/nb08_prompts.json)."""
+    from ..experiments.protocol import load_results
+    return load_results("nb08_prompts")
+
+
+def accuracy_problem(accuracy) -> str | None:
+    """Why `accuracy` cannot be a label accuracy on the notebook's 400 test reviews (None: it can)."""
+    if not isinstance(accuracy, int | float) or not 0 <= accuracy <= 1:
+        return f"accuracy {accuracy!r}: expected a fraction between 0 and 1, as label_accuracy returns."
+    if abs(accuracy * N_TEST - round(accuracy * N_TEST)) > 1e-6:
+        return f"{accuracy} is not a count out of {N_TEST}: score on the notebook's `test` (its 400 reviews)."
+    return None
+
+
+def unusable(name: str, prediction, accuracy) -> Verdict | None:
+    """The verdict when the answer cannot be judged yet (not attempted, or not an accuracy); else None."""
+    if not (attempted(prediction) and attempted(accuracy)):
+        return report(name, None)
+    if problem := accuracy_problem(accuracy):
+        return report(name, False, problem)
+    return None
+
+
+def outcome(accuracy: float, reference: float) -> str:
+    """'as good' (within 0.05 of `reference`), 'chance' (at most CHANCE_LINE) or 'between'."""
+    if accuracy >= reference - 0.05:
+        return "as good"
+    return "chance" if accuracy <= CHANCE_LINE else "between"
+
+
+def judge_prediction(name: str, prediction, accuracy: float, reference: float, why: str) -> Verdict:
+    choices = ("as good", "between", "chance")
+    guess = str(prediction).strip().lower()
+    if guess not in choices:
+        return report(name, False, f"predict one of {', '.join(repr(c) for c in choices)}; got {prediction!r}.")
+    found = outcome(accuracy, reference)
+    measured = f"you measured {accuracy:.3f} against {reference:.3f}: {found!r}"
+    if guess != found:
+        return report(name, False, f"{measured}, not {guess!r}. {why}")
+    return report(name, True, f"{measured}, as you predicted. {why}")
+
+
+def check_prompt_learning_rate(prediction, accuracy) -> Verdict:
+    """🌿 A 32-token prompt (random start, seed 0) trained at LoRA's rate instead of its own."""
+    name = "a prompt at LoRA's learning rate"
+    if (early := unusable(name, prediction, accuracy)) is not None:
+        return early
+    random = stored_rows()["init"]["random"]
+    return judge_prediction(name, prediction, accuracy, random["test"][0],
+                            f"The 100 steps that teach the prompt at its own rate ({random['lr']:g}, chosen on "
+                            "validation) are far too few at LoRA's: a rate belongs to a method, not to a task. "
+                            "That is why the stored comparisons pick every method's rate on validation.")
+
+
+def nearest_rows(vectors: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index of the most cosine-similar row of `table` (V, d) for each row of `vectors` (P, d)."""
+    unit = torch.nn.functional.normalize
+    return (unit(vectors, dim=-1) @ unit(table, dim=-1).T).argmax(-1)
+
+
+def check_hard_prompt(to_hard_prompt, prediction, peft_model, tokenizer, rows) -> Verdict:
+    """🌿 Replace every virtual token by its nearest word (cosine) and score the hard prompt that results."""
+    from ..data import LABEL_WORDS
+    from ..evaluate import label_accuracy
+    name = "the nearest hard prompt"
+    if not attempted(prediction):
+        return report(name, None)
+    prompt = peft_model.prompt_encoder["default"].embedding.weight
+    before = prompt.detach().clone()
+    hard = call_stub(to_hard_prompt, peft_model)
+    if not attempted(hard):
+        return report(name, None)
+    if not hasattr(hard, "prompt_encoder"):
+        return report(name, False, "return the prompt-tuned copy (a PeftModel), with its prompt replaced.")
+    if not torch.equal(prompt.detach(), before):
+        return report(name, False, "the soft-prompted model changed: work on a copy (copy.deepcopy(peft_model)).")
+    table = peft_model.get_input_embeddings().weight.detach()
+    got = hard.prompt_encoder["default"].embedding.weight.detach()
+    if got.shape != before.shape:
+        return report(name, False, f"the hard prompt is {tuple(got.shape)}; it needs one word per virtual token, "
+                      f"{tuple(before.shape)}.")
+    want = nearest_rows(before, table)
+    if not torch.equal(got, table[want]):
+        dot = table[(before @ table.T).argmax(-1)]
+        if torch.equal(got, dot):
+            return report(name, False, "that is the largest dot product, which favours long word vectors: "
+                          "normalise both sides first (cosine similarity).")
+        return report(name, False, "row i should be the embedding of the word whose embedding is most "
+                      "cosine-similar to virtual token i (nearest_words above gives its index).")
+    soft_accuracy = label_accuracy(peft_model, tokenizer, rows, LABEL_WORDS)
+    hard_accuracy = label_accuracy(hard, tokenizer, rows, LABEL_WORDS)
+    words = " ".join(tokenizer.convert_ids_to_tokens(want.tolist()))
+    return judge_prediction(name, prediction, hard_accuracy, soft_accuracy,
+                            f"The hard prompt reads: '{words}'. Snapped onto its nearest words, the prompt keeps "
+                            "only what those words carry; the rest of what it learned lies between them.")
+
+
+def check_more_steps(prediction, accuracy) -> Verdict:
+    """🌳 Too few tokens or too few steps? An 8-token prompt trained for 300 steps, not 100."""
+    name = "too few tokens, or too few steps?"
+    if (early := unusable(name, prediction, accuracy)) is not None:
+        return early
+    if not isinstance(prediction, bool):
+        return report(name, False, "predict True (it catches up with the 32-token prompt) or False.")
+    reference = stored_rows()["length"]["P=32"]
+    caught_up = accuracy >= reference["test"][0] - 0.05
+    measured = (f"300 steps with 8 tokens gave {accuracy:.3f}; 100 steps with 32 tokens gave "
+                f"{reference['test'][0]:.3f} (seed 0)")
+    if caught_up != prediction:
+        return report(name, False, f"{measured}: your prediction ({prediction}) does not match.")
+    why = ("here three times the steps do not buy what four times the tokens do: the 8-token prompt is short "
+           "of capacity, not only of time (one seed: try others)." if not caught_up
+           else "then the 8-token prompt was short of time, not of tokens (one seed: try others).")
+    return report(name, True, f"{measured}: {why}")
 
 
 def check_mixed_task_batch(fn) -> Verdict:
