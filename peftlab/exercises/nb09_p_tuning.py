@@ -74,3 +74,35 @@ def check_nearest_tokens(fn) -> Verdict:
     if torch.equal(result.long().sort(-1).values, expected.sort(-1).values):
         return report("nearest tokens", False, "the right tokens, in the wrong order: best (highest cosine) first.")
     return report("nearest tokens", False, "cos(p, e) = p.e / (|p| |e|); take topk over the vocabulary dimension.")
+
+
+ORDER_TOLERANCE = 0.1   # "about the same": within 4 of the 40 test countries
+
+
+def check_token_order(prediction, measured) -> Verdict:
+    """🌿 Predict, then run: does the trained prompt still work with its virtual tokens in reverse order?
+    `prediction`: True (exact match stays within ORDER_TOLERANCE) or False; `measured`: the learner's
+    {"trained order": exact match, "reversed": exact match} on the test countries."""
+    title = "the order of the virtual tokens"
+    if not (attempted(prediction) and attempted(measured)):
+        return report(title, None)
+    if not isinstance(prediction, bool):
+        return report(title, False, f"predict True (reversed stays within {ORDER_TOLERANCE} of the trained order) or False.")
+    if not isinstance(measured, dict) or set(measured) != {"trained order", "reversed"}:
+        return report(title, False, 'measure both: {"trained order": exact_match(...), "reversed": exact_match(...)}.')
+    if any(not 0 <= value <= 1 for value in measured.values()):
+        return report(title, False, "an exact match is a share of the test countries, between 0 and 1.")
+    drop = measured["trained order"] - measured["reversed"]
+    same = abs(drop) <= ORDER_TOLERANCE + 1e-9   # 4 of 40 countries is 0.1 exactly, whatever the float rounding
+    summary = f"trained order {measured['trained order']:.3f}, reversed {measured['reversed']:.3f}"
+    if same:
+        lesson = ("the order barely mattered here: the prompt acts more like a set of vectors the query attends "
+                  "to than like a sentence.")
+    else:
+        lesson = ("the order matters: the virtual tokens are read causally at positions 0..P-1 (rotary "
+                  "positions), so each was trained for its place and for what comes before it. A soft prompt is "
+                  "a sequence, not a bag of vectors, which is also why P-tuning's LSTM tries to tie neighbours together.")
+    if prediction != same:
+        return report(title, False, f"measured {summary}: you predicted {'about the same' if prediction else 'a drop'}, "
+                      f"but {lesson}")
+    return report(title, True, f"measured {summary}: {lesson}")

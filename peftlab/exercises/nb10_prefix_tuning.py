@@ -73,3 +73,32 @@ def check_gate(fn) -> Verdict:
     if torch.allclose(result, attn[..., :P].mean(-1)):
         return report("the gate lambda(x)", False, "a share of the mass is a sum over the P columns, not a mean.")
     return report("the gate lambda(x)", False, "sum the softmax weights of the first P key positions.")
+
+
+DEPTH_CHOICES = ("deep P=2", "shallow P=8")
+
+
+def check_depth_or_length(prediction, measured) -> Verdict:
+    """🌿 Predict, then run: at the same 1,024 trained numbers, a deep prefix of P = 2 or a shallow prompt
+    of P = 8: which reaches the lower records test loss? `prediction`: one of DEPTH_CHOICES; `measured`:
+    the learner's {choice: test loss} for both."""
+    title = "depth or length?"
+    if not (attempted(prediction) and attempted(measured)):
+        return report(title, None)
+    if prediction not in DEPTH_CHOICES:
+        return report(title, False, f"predict one of {DEPTH_CHOICES}.")
+    if not isinstance(measured, dict) or set(measured) != set(DEPTH_CHOICES):
+        return report(title, False, f"measure the test loss of both, as a dict with the keys {DEPTH_CHOICES}.")
+    if any(not (isinstance(v, (int, float)) and v > 0) for v in measured.values()):
+        return report(title, False, "a test loss is a positive number of nats per token.")
+    winner = min(DEPTH_CHOICES, key=measured.get)
+    summary = ", ".join(f"{k}: {measured[k]:.3f}" for k in DEPTH_CHOICES)
+    if winner == "deep P=2":
+        lesson = ("two virtual tokens in every layer beat eight at the input, at the same count: where the numbers "
+                  "sit matters more than how many there are (P-tuning v2's argument).")
+    else:
+        lesson = ("here the longer shallow prompt won at the same count: two virtual keys per layer are too few "
+                  "to steer the model, so depth alone is not the whole story.")
+    if prediction != winner:
+        return report(title, False, f"test loss {summary}: the lower is {winner!r}, not {prediction!r}; {lesson}")
+    return report(title, True, f"test loss {summary}: {lesson}")
