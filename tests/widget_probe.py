@@ -50,7 +50,7 @@ TAG_CONTROLS = """
     found.push({view: v, cell: cells.indexOf(view.closest('.jp-Cell')), controls: controls.map((c, j) => {
       c.el.setAttribute('data-probe-control', `${v}-${j}`);
       const labels = Array.from(c.el.querySelectorAll('.widget-label, .widget-label-basic'))
-        .map(l => l.textContent.trim()).filter(t => t);
+        .map(l => l.textContent.replace(/\\u200b/g, '').trim()).filter(t => t);
       return {id: `${v}-${j}`, kind: c.kind, label: labels[0] || c.el.textContent.trim()};
     })});
   }
@@ -134,7 +134,7 @@ def _move(control, kind: str, steps: int):
     if kind in {"dropdown", "select"}:
         box = control.locator("select").first
         index, n = box.evaluate("s => [s.selectedIndex, s.options.length]")
-        labels = box.evaluate("s => Array.from(s.options).map(o => o.textContent)")
+        labels = box.evaluate("s => Array.from(s.options).map(o => o.textContent.replace(/\\u00a0/g, ' '))")
         new = (index + 1) % n
         box.select_option(index=new)
         return f"{labels[index]!r} -> {labels[new]!r}", lambda: box.select_option(index=index)
