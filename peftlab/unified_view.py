@@ -44,7 +44,8 @@ def _layer_of(layer: nn.Module, kind: type, method: str) -> nn.Module:
     return layer
 
 
-def _adapter(layer: nn.Module, table: nn.ModuleDict | nn.ParameterDict, name: str):
+def _adapter(table, name: str):
+    """table[name], or an error that lists the adapters the layer has."""
     if name not in table:
         raise KeyError(f"no adapter {name!r} in this layer; it has {sorted(table)}")
     return table[name]
@@ -55,20 +56,19 @@ def lora_as_parallel_adapter(layer: nn.Module, name: str = "default") -> Paralle
     """A LoRA layer's update as a parallel adapter on its weight: down = A^T, up = B^T, scale = α/r
     (or α/√r with rsLoRA), no nonlinearity and no biases. DoRA is not of this form (it rescales)."""
     layer = _layer_of(layer, LoraLayer, "LoRA")
-    if name not in layer.scaling:
-        raise KeyError(f"no adapter {name!r} in this layer; it has {sorted(layer.scaling)}")
+    scale = float(_adapter(layer.scaling, name))
     if layer.lora_variant.get(name) is not None:
         raise ValueError("a DoRA layer rescales the whole weight by its magnitude: it is not a plain parallel "
                          "adapter. Use a LoRA adapter (use_dora=False).")
     A, B = layer.A(name), layer.B(name)                                   # (r, in), (out, r)
-    return ParallelAdapter(down=A.T.clone(), up=B.T.clone(), scale=float(layer.scaling[name]))
+    return ParallelAdapter(down=A.T.clone(), up=B.T.clone(), scale=scale)
 
 
 @torch.no_grad()
 def bottleneck_as_parallel_adapter(layer: nn.Module, name: str = "default") -> ParallelAdapter:
     """A bottleneck adapter in the same form; it reads the block's input if parallel, its output if not."""
     layer = _layer_of(layer, BottleneckLayer, "bottleneck adapter")
-    down, up = _adapter(layer, layer.adapter_down, name), layer.adapter_up[name]
+    down, up = _adapter(layer.adapter_down, name), layer.adapter_up[name]
     return ParallelAdapter(down=down.weight.T.clone(), up=up.weight.T.clone(), scale=float(layer.adapter_scaling[name]),
                            activation=layer.adapter_act[name], down_bias=down.bias.clone(), up_bias=up.bias.clone())
 
@@ -78,7 +78,7 @@ def ia3_rescaling(layer: nn.Module, name: str = "default") -> tuple[torch.Tensor
     """(l, where): the (IA)^3 vector, flattened, and whether it rescales the layer's "output"
     (keys, values: h = l ⊙ Wx) or its "input" (feed-forward layers: h = W(l ⊙ x))."""
     layer = _layer_of(layer, IA3Linear, "(IA)^3")
-    vector = _adapter(layer, layer.ia3_l, name).flatten().clone()
+    vector = _adapter(layer.ia3_l, name).flatten().clone()
     return vector, "input" if layer.is_feedforward[name] else "output"
 
 
@@ -86,7 +86,7 @@ def ia3_rescaling(layer: nn.Module, name: str = "default") -> tuple[torch.Tensor
 def bitfit_shift(layer: nn.Module, name: str = "default") -> torch.Tensor:
     """BitFit's Δb: the change it adds to the layer's output, whatever the input."""
     layer = _layer_of(layer, BitFitLayer, "BitFit")
-    return _adapter(layer, layer.bitfit_bias, name).clone()
+    return _adapter(layer.bitfit_bias, name).clone()
 
 
 # --- prefix tuning as a gated adapter (He et al. §3.1) ---------------------------------------------
