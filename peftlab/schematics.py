@@ -23,10 +23,12 @@ TITLES = {"full": "full fine-tuning", "lora": "LoRA", "ia3": "(IA)³", "houlsby"
           "pfeiffer": "Pfeiffer adapter", "parallel": "parallel adapter", "bitfit": "BitFit",
           "ln_tuning": "LayerNorm tuning", "qlora": "QLoRA (blue: 4-bit)", "dora": "DoRA", "vera": "VeRA",
           "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA", "prompt": "prompt tuning", "p_tuning": "P-tuning",
-          "prefix": "prefix tuning"}
-# What the LoRA family adds beside q and v: its update, written as the method builds it.
-UPDATES = {"lora": "BA", "qlora": "BA", "dora": "m · (W + BA) / ‖W + BA‖", "vera": "Λb B Λd A",
+          "prefix": "prefix tuning", "lora_all": "LoRA, every linear layer"}
+# What the LoRA family adds beside its target layers (q and v unless LORA_TARGETS says otherwise): its
+# update, written as the method builds it.
+UPDATES = {"lora": "BA", "lora_all": "BA", "qlora": "BA", "dora": "m · (W + BA) / ‖W + BA‖", "vera": "Λb B Λd A",
            "loha": "(B₁A₁) ⊙ (B₂A₂)", "lokr": "W₁ ⊗ (B₂A₂)", "adalora": "P Λ Q"}
+LORA_TARGETS = {"lora_all": tuple(PROJECTIONS)}   # target_modules="all-linear"
 
 
 def _box(ax, x, y, w, h, label, trained=False, fontsize=8, color=None):
@@ -80,11 +82,11 @@ def draw_block(ax, method: str) -> None:
         ax.plot([-1.6, -0.18], [y1, y1], color="#888888", lw=0.8)
         ax.plot([-1.6, 0], [y0, y0], color="#888888", lw=0.8)
     if method in UPDATES:
-        for name in ("q", "v"):
+        for name in LORA_TARGETS.get(method, ("q", "v")):
             x, y = PROJECTIONS[name]
-            _box(ax, x, y + 0.58, 0.5, 0.35, "Δ", trained=True, fontsize=7)
-        ax.text(0, 3.3 if method in ("lora", "qlora") else 3.35, f"Δ = {UPDATES[method]}", ha="center", fontsize=6.5,
-                color=TEXT, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+            _box(ax, x, y + 0.58, 1.0 if name in ("up", "down") else 0.5, 0.35, "Δ", trained=True, fontsize=7)
+        ax.text(0, 3.3 if method in ("lora", "lora_all", "qlora") else 3.35, f"Δ = {UPDATES[method]}", ha="center",
+                fontsize=6.5, color=TEXT, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
         if method == "vera":
             ax.text(1.4, 1.5, "A, B frozen,\nshared by\nall layers", fontsize=5.5, color=TEXT)
     if method == "ia3":

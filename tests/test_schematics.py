@@ -24,7 +24,9 @@ def test_every_method_draws_its_trainable_parameters(method):
     else:   # (IA)³ and BitFit are tags (×l, +b) on frozen layers
         assert any(label in ("×l", "+b") for label in labels)
     if method in schematics.UPDATES:
-        assert labels.count("Δ") == 2 and f"Δ = {schematics.UPDATES[method]}" in labels, "the update beside q and v"
+        targets = schematics.LORA_TARGETS.get(method, ("q", "v"))
+        assert labels.count("Δ") == len(targets) and f"Δ = {schematics.UPDATES[method]}" in labels, (
+            "the update beside each target layer")
     plt.close(fig)
 
 
@@ -33,6 +35,13 @@ def test_frozen_parts_are_not_orange_in_lora_and_everything_is_in_full_fine_tuni
     lora, full = fig.axes
     assert len(trained_patches(lora)) == 2
     assert len(trained_patches(full)) > len(trained_patches(lora))
+    plt.close(fig)
+
+
+def test_all_linear_lora_trains_beside_every_projection():
+    fig = schematics.draw_methods(["lora", "lora_all"])
+    qv, every = fig.axes
+    assert len(trained_patches(qv)) == 2 and len(trained_patches(every)) == len(schematics.PROJECTIONS) == 6
     plt.close(fig)
 
 
