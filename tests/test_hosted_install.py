@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,9 +40,14 @@ class Shell:
         self.calls.append(f"%{name} {self._expand(line)}")
 
 
-def run_cell(monkeypatch, cwd: Path, installed: bool, torch: bool = True) -> tuple[Shell, list[str]]:
+PUBLISHED = "https://git.example.org/course/peftlab.git"   # what an instructor puts in place of the placeholder
+
+
+def run_cell(monkeypatch, cwd: Path, installed: bool, torch: bool = True,
+             course_git: str = PUBLISHED) -> tuple[Shell, list[str]]:
     shell = Shell()
-    code = TransformerManager().transform_cell(install_cell())
+    cell = re.sub(r'COURSE_GIT = "[^"]*"', f'COURSE_GIT = "{course_git}"', install_cell(), count=1)
+    code = TransformerManager().transform_cell(cell)
     missing = ({"peftlab"} if not installed else set()) | ({"torch"} if not torch else set())
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
@@ -71,9 +77,17 @@ def test_on_colab_the_cell_clones_the_course_then_installs_it(monkeypatch, tmp_p
     shell, path = run_cell(monkeypatch, content, installed=False)
     repo = (content / "peftlab").resolve()
     assert len(shell.calls) == 2
-    assert re.fullmatch(rf"!git clone --depth 1 \S+ {re.escape(str(repo))}", shell.calls[0])
+    assert shell.calls[0] == f"!git clone --depth 1 {PUBLISHED} {repo}"
     assert shell.calls[1] == f"%pip install --quiet -e {repo}"
     assert path[0] == str(repo)
+
+
+def test_on_colab_the_placeholder_address_stops_with_what_to_set(monkeypatch, tmp_path):
+    placeholder = re.search(r'COURSE_GIT = "([^"]*)"', install_cell()).group(1)
+    content = tmp_path / "content"
+    content.mkdir()
+    with pytest.raises(ValueError, match="set COURSE_GIT above"):
+        run_cell(monkeypatch, content, installed=False, course_git=placeholder)
 
 
 def test_without_torch_the_cell_installs_the_pinned_one_first(monkeypatch, tmp_path):
