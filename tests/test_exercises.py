@@ -52,6 +52,27 @@ def test_adam_state_bytes(model, capsys):
     assert "step" in capsys.readouterr().out.splitlines()[-1]
 
 
+def test_one_layer_against_all(capsys):
+    from peftlab import load_base_model
+    tokenizer = load_base_model()[1]
+
+    def last_layer_and_norm(m):
+        m.requires_grad_(False)
+        m.model.layers[-1].requires_grad_(True)
+        m.model.norm.requires_grad_(True)
+
+    assert not nb01.check_one_layer_against_all(None, None, tokenizer)
+    assert "not attempted" in capsys.readouterr().out
+    run = nb01.one_layer_run(last_layer_and_norm)
+    assert run["trainable"] == 246_144
+    assert nb01.check_one_layer_against_all("above", run, tokenizer), "seed 0: 0.930 against full FT's 0.826"
+    assert not nb01.check_one_layer_against_all("below", run, tokenizer)
+    assert not nb01.check_one_layer_against_all("maybe", run, tokenizer)
+    assert "'above' or 'below'" in capsys.readouterr().out.splitlines()[-1]
+    assert not nb01.check_one_layer_against_all("above", {**run, "test": 0.99}, tokenizer)
+    assert "Fix freeze_all_but_last_layer" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_nb03_checkers(model, capsys):
     import copy
 

@@ -1,5 +1,6 @@
 """Checkers for 01_full_finetuning."""
 import copy
+import functools
 
 import torch
 
@@ -62,3 +63,63 @@ def check_adam_state_bytes(fn, model) -> Verdict:
                       "entry? It is a bookkeeping scalar, not a per-parameter state.")
     return report("Adam state bytes", False, f"{answer:,} != {truth:,}. Walk optimizer.state.values(); "
                   "each is a dict of tensors: add t.numel() * t.element_size().")
+
+
+ONE_LAYER = {"lr": 3e-3, "steps": 20, "seed": 0, "n_test": 500}   # the run the exercise asks for
+
+
+@functools.cache
+def _reference_run() -> dict:
+    return one_layer_run(_freeze_reference)
+
+
+def _freeze_reference(model) -> None:
+    last = len(model.model.layers) - 1
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith((f"model.layers.{last}.", "model.norm."))
+
+
+def one_layer_run(freeze) -> dict:
+    """The exercise's run: `freeze` applied to the 1M model, then 20 steps of 16 at lr 3e-3, seed 0,
+    scored on 500 test reviews; the trained model is kept."""
+    from ..data import load_task
+    from ..experiments.protocol import Method, run_method
+    test = list(load_task("sentiment")["test"])[:ONE_LAYER["n_test"]]
+    return run_method(Method(None, (ONE_LAYER["lr"],), prepare_base=freeze), ONE_LAYER["lr"], ONE_LAYER["seed"],
+                      base_name="pico-llama-1m", task_name="sentiment", steps=ONE_LAYER["steps"], batch_size=16,
+                      eval_rows={"test": test}, keep_model=True)
+
+
+def check_one_layer_against_all(prediction, run, tokenizer) -> Verdict:
+    """🌿 Predict, then measure: the last layer alone for 20 steps against full fine-tuning's 20 steps."""
+    from ..evaluate import fact_recall_by_rank
+    from ..experiments.protocol import load_results
+    name = "one layer against all of them"
+    if not (attempted(prediction) and attempted(run)):
+        return report(name, None)
+    guess = str(prediction).strip().lower()
+    if guess not in ("above", "below"):
+        return report(name, False, f"predict 'above' or 'below'; got {prediction!r}.")
+    if not (isinstance(run, dict) and "test" in run and "model" in run):
+        return report(name, False, "pass what one_layer_run(freeze_all_but_last_layer) returns: a dict with "
+                      "'test' (the accuracy) and 'model' (the trained model).")
+    expected = _reference_run()
+    if run["trainable"] != expected["trainable"] or run["test"] != expected["test"]:
+        return report(name, False, f"this run trained {run['trainable']:,} parameters to {run['test']:.3f}; the last "
+                      f"layer and the final norm alone give {expected['trainable']:,} and {expected['test']:.3f}. Fix "
+                      "freeze_all_but_last_layer (its checker above says how), then run one_layer_run again.")
+    full = load_results("budgets")["steps"][str(ONE_LAYER["steps"])]["full fine-tuning"]
+    reference = full["test"][ONE_LAYER["seed"]]
+    found = "above" if run["test"] > reference else "below"
+    ranked = fact_recall_by_rank(run["model"], tokenizer)
+    measured = (f"{run['test']:.3f} against full fine-tuning's {reference:.3f} on the same seed and budget (its three "
+                f"seeds: {full['test_min']:.3f}-{full['test_max']:.3f}, at lr {full['lr']:g}, chosen from a grid that "
+                f"includes 3e-3); the capitals it ranks first: {ranked:.3f}")
+    why = ("Training fewer weights need not learn slower: the last layer sits next to the label word's logit, and "
+           "it trains at a rate (3e-3) too large for all the weights at once; the frozen layers below keep what "
+           "they knew. Choosing what trains is "
+           "already a PEFT idea (BitFit and LayerNorm tuning, notebook 07), and a quarter of the model is not "
+           "efficient yet: LoRA (notebook 03) trains 1/34 as many.")
+    if guess != found:
+        return report(name, False, f"{measured}: {found}, not {guess}. {why}")
+    return report(name, True, f"{measured}: {found}, as you predicted. {why}")
