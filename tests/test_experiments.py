@@ -59,6 +59,19 @@ def test_missing_results_say_how_to_make_them(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "mine.json").read_text())["ran_on"]["seconds"] == 1
 
 
+def test_run_and_save_sets_the_threads_and_records_them_with_the_results(tmp_path, monkeypatch, capsys):
+    import torch
+    monkeypatch.setattr(protocol, "RESULTS_DIR", tmp_path)
+    before = torch.get_num_threads()
+    try:
+        path = protocol.run_and_save("mine", lambda: {"rows": {"a": 1}}, threads=1)
+    finally:
+        torch.set_num_threads(before)
+    stored = json.loads(path.read_text())
+    assert path == tmp_path / "mine.json" and stored["rows"] == {"a": 1} and stored["ran_on"]["threads"] == 1
+    assert capsys.readouterr().out.strip() == f"written to {path}"
+
+
 def test_the_decomposition_observer_records_every_query_projection_every_few_steps():
     from peftlab.experiments import nb05_variants
     points = []

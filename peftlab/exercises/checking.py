@@ -33,6 +33,14 @@ def report(exercise: str, ok: bool | None, message: str = "") -> Verdict:
     return Verdict(ok)
 
 
+def judge_prediction(exercise: str, prediction: str, found: str, measured: str, lesson: str) -> Verdict:
+    """A predict-then-measure verdict: what was measured, whether it is what the learner predicted, and
+    the lesson either way."""
+    if prediction != found:
+        return report(exercise, False, f"{measured}: {found!r}, not {prediction!r}. {lesson}")
+    return report(exercise, True, f"{measured}: {found!r}, as you predicted. {lesson}")
+
+
 def call_stub(fn, *args):
     """Run a learner's function; a stub that still raises NotImplementedError counts as not attempted."""
     try:

@@ -1,7 +1,7 @@
 """Checkers for 08_prompt_tuning."""
 import torch
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 N_TEST = 400                      # the notebook scores on its first 400 test reviews
 CHANCE_LINE = 0.6                 # at most this: no better than guessing (chance 0.5; always one label 0.515)
@@ -55,16 +55,13 @@ def outcome(accuracy: float, reference: float) -> str:
     return "chance" if accuracy <= CHANCE_LINE else "between"
 
 
-def judge_prediction(name: str, prediction, accuracy: float, reference: float, why: str) -> Verdict:
+def judge_outcome(name: str, prediction, accuracy: float, reference: float, why: str) -> Verdict:
     choices = ("as good", "between", "chance")
     guess = str(prediction).strip().lower()
     if guess not in choices:
         return report(name, False, f"predict one of {', '.join(repr(c) for c in choices)}; got {prediction!r}.")
-    found = outcome(accuracy, reference)
-    measured = f"you measured {accuracy:.3f} against {reference:.3f}: {found!r}"
-    if guess != found:
-        return report(name, False, f"{measured}, not {guess!r}. {why}")
-    return report(name, True, f"{measured}, as you predicted. {why}")
+    return judge_prediction(name, guess, outcome(accuracy, reference),
+                            f"you measured {accuracy:.3f} against {reference:.3f}", why)
 
 
 def check_prompt_learning_rate(prediction, accuracy) -> Verdict:
@@ -73,7 +70,7 @@ def check_prompt_learning_rate(prediction, accuracy) -> Verdict:
     if (early := unusable(name, prediction, accuracy)) is not None:
         return early
     random = stored_rows()["init"]["random"]
-    return judge_prediction(name, prediction, accuracy, random["test"][0],
+    return judge_outcome(name, prediction, accuracy, random["test"][0],
                             f"The 100 steps that teach the prompt at its own rate ({random['lr']:g}, chosen on "
                             "validation) are far too few at LoRA's: a rate belongs to a method, not to a task. "
                             "That is why the stored comparisons pick every method's rate on validation.")
@@ -117,7 +114,7 @@ def check_hard_prompt(to_hard_prompt, prediction, peft_model, tokenizer, rows) -
     soft_accuracy = label_accuracy(peft_model, tokenizer, rows, LABEL_WORDS)
     hard_accuracy = label_accuracy(hard, tokenizer, rows, LABEL_WORDS)
     words = " ".join(tokenizer.convert_ids_to_tokens(want.tolist()))
-    return judge_prediction(name, prediction, hard_accuracy, soft_accuracy,
+    return judge_outcome(name, prediction, hard_accuracy, soft_accuracy,
                             f"The hard prompt reads: '{words}'. Snapped onto its nearest words, the prompt keeps "
                             "only what those words carry; the rest of what it learned lies between them.")
 

@@ -15,13 +15,9 @@ method reaches 1.000 and the comparison says nothing), each method's learning ra
 
     python -m peftlab.experiments.nb05_variants          # writes results/nb05_variants.json
 """
-import time
-
-import torch
-
 from ..decomposition import effective_weight, fit_line, magnitude_direction_change
 from ..tuners import LoHaConfig, LoKrConfig, LoraConfig, VeraConfig
-from .protocol import Method, compare, run_method, save_results
+from .protocol import Method, compare, run_and_save, run_method
 
 SETTINGS = dict(base_name="pico-llama-1m", task_name="sentiment", steps=40, batch_size=16, seeds=(0, 1, 2, 3, 4))
 TARGETS = ["q_proj", "v_proj"]
@@ -96,16 +92,18 @@ def without_seeds(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k != "seeds"}
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    start = time.perf_counter()
+def run() -> dict:
     results = compare(METHODS, **SETTINGS)
     results["budgets"] = {family: compare(methods, **SETTINGS)["rows"] for family, methods in BUDGETS.items()}
     results["decomposition"] = {
         name: {str(seed): track_decomposition(name, results["rows"][name]["lr"], seed)
                for seed in DECOMPOSITION["seeds"]}
         for name in DECOMPOSITION["methods"]}
-    print(f"written to {save_results('nb05_variants', results, time.perf_counter() - start)}")
+    return results
+
+
+def main() -> None:
+    run_and_save("nb05_variants", run, threads=2)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,8 @@ also reports the ranks it keeps (its `measure`).
 
     python -m peftlab.experiments.nb06_adalora          # writes results/nb06_adalora.json
 """
-import time
-
-import torch
-
 from ..tuners import AdaLoraConfig, LoraConfig
-from .protocol import Method, compare, save_results
+from .protocol import Method, compare, run_and_save
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]   # every linear layer
 # A small budget, so that the methods can differ: with 60 steps every one of them reaches 1.000 on
@@ -61,12 +57,14 @@ METHODS = {
 }
 
 
-def main(threads: int = 1) -> None:
-    torch.set_num_threads(threads)   # one: these tiny runs gain little from two, and the machine is shared
-    start = time.perf_counter()
+def run() -> dict:
     results = compare(METHODS, **SETTINGS)
     results["settings"].update(targets=TARGETS, final_r=FINAL_R)
-    print(f"written to {save_results('nb06_adalora', results, time.perf_counter() - start)}")
+    return results
+
+
+def main(threads: int = 1) -> None:
+    run_and_save("nb06_adalora", run, threads)   # one: these tiny runs gain little from two, and the machine is shared
 
 
 if __name__ == "__main__":

@@ -8,12 +8,8 @@ accuracy on 500 test reviews. Then the Pfeiffer adapter at four bottleneck sizes
 
     python -m peftlab.experiments.nb07_adapters          # writes results/nb07_adapters.json
 """
-import time
-
-import torch
-
 from ..tuners import BitFitConfig, BottleneckConfig, IA3Config, LNTuningConfig, LoraConfig
-from .protocol import Method, compare, save_results
+from .protocol import Method, compare, run_and_save
 
 SETTINGS = dict(base_name="pico-gpt2-1m", task_name="sentiment", steps=300, batch_size=16, seeds=(0, 1, 2))
 # Each grid brackets the method's best rate: a first pass with one grid for every adapter picked rates at
@@ -38,12 +34,14 @@ def bottleneck_sizes(lr: float) -> dict:
     return compare(sizes, **SETTINGS)
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    start = time.perf_counter()
+def run() -> dict:
     results = compare(METHODS, **SETTINGS)
     results["bottleneck_sizes"] = bottleneck_sizes(results["rows"]["Pfeiffer adapter"]["lr"])["rows"]
-    print(f"written to {save_results('nb07_adapters', results, time.perf_counter() - start)}")
+    return results
+
+
+def main() -> None:
+    run_and_save("nb07_adapters", run, threads=2)
 
 
 if __name__ == "__main__":

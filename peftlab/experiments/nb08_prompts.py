@@ -21,7 +21,6 @@ on 200 validation reviews, 3 seeds, label accuracy on the notebook's 400 test re
 (18 minutes of CPU time).
 """
 import functools
-import time
 
 import torch
 from transformers import AutoTokenizer
@@ -29,7 +28,7 @@ from transformers import AutoTokenizer
 from ..data import LABEL_WORDS
 from ..tuners import LoraConfig, PromptTuningConfig
 from ..zoo import model_path
-from .protocol import Method, compare, save_results
+from .protocol import Method, compare, run_and_save
 
 SMALL, LARGE = "pico-llama-1m", "pico-llama-4m"
 SETTINGS = dict(task_name="sentiment", steps=100, batch_size=16, seeds=(0, 1, 2), n_validation=200, n_test=400)
@@ -93,9 +92,7 @@ def at_chosen_rates(methods: dict[str, Method], rows: dict) -> dict[str, Method]
             for name, m in methods.items()}
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    start = time.perf_counter()
+def run() -> dict:
     init = compare(INITS, base_name=SMALL, **SETTINGS)
     longer = compare(at_chosen_rates(INITS, init["rows"]), base_name=SMALL, **{**SETTINGS, "steps": LONGER_STEPS})
     length = compare(LENGTHS, base_name=SMALL, **SETTINGS)["rows"]
@@ -108,7 +105,11 @@ def main() -> None:
                "init": init["rows"], "init_longer": longer["rows"],
                "length": {"P=1": length["P=1"], "P=8": length["P=8"], "P=32": init["rows"]["random"]},
                "scale": {base: {name: rows[name] for name in SCALE[base]} for base, rows in scale.items()}}
-    print(f"written to {save_results('nb08_prompts', results, time.perf_counter() - start)}")
+    return results
+
+
+def main() -> None:
+    run_and_save("nb08_prompts", run, threads=1)
 
 
 if __name__ == "__main__":

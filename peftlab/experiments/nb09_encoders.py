@@ -8,12 +8,8 @@ match on the 40 test countries, none seen in training.
 
     python -m peftlab.experiments.nb09_encoders          # writes results/nb09_encoders.json
 """
-import time
-
-import torch
-
 from ..tuners import PromptEncoderConfig, PromptTuningConfig
-from .protocol import Method, compare, save_results
+from .protocol import Method, compare, run_and_save
 
 P, H = 8, 128   # the notebook's prompt length and encoder width (the model's width)
 SETTINGS = dict(base_name="pico-llama-1m", task_name="capitals", steps=150, batch_size=16, seeds=(0, 1, 2, 3, 4),
@@ -33,10 +29,7 @@ METHODS = {
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    results = compare(METHODS, **SETTINGS)
-    print(f"written to {save_results('nb09_encoders', results, time.perf_counter() - start)}")
+    run_and_save("nb09_encoders", lambda: compare(METHODS, **SETTINGS), threads=1)
 
 
 if __name__ == "__main__":

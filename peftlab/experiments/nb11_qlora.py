@@ -7,13 +7,9 @@ both reach 1.000 and the comparison would say nothing), each variant's learning 
 
     python -m peftlab.experiments.nb11_qlora          # writes results/nb11_qlora.json
 """
-import time
-
-import torch
-
 from ..nf4 import quantize_model
 from ..tuners import LoraConfig
-from .protocol import Method, compare, save_results
+from .protocol import Method, compare, run_and_save
 
 SETTINGS = dict(base_name="pico-llama-1m", task_name="sentiment", steps=40, batch_size=16, seeds=(0, 1, 2, 3, 4))
 LRS = (3e-3, 1e-2, 3e-2)
@@ -31,10 +27,7 @@ METHODS = {
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    results = compare(METHODS, **SETTINGS)
-    print(f"written to {save_results('nb11_qlora', results, time.perf_counter() - start)}")
+    run_and_save("nb11_qlora", lambda: compare(METHODS, **SETTINGS), threads=2)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,10 @@ model scores 0.978). "LoRA + patch conv" also adapts the patch embedding, a Conv
     python -m peftlab.experiments.nb15_images          # writes results/nb15_images.json
 """
 import statistics
-import time
-
-import torch
 
 from ..data.images import load_images
 from ..vision import VISION_MODEL, load_vision_model
-from .protocol import save_results
+from .protocol import run_and_save
 from .transfer import NEW_TASK, OLD_TASK, lora_config, run_transfer
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -61,10 +58,8 @@ def compare(base, new_task, old_task) -> dict:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    results = compare(load_vision_model(), load_images(NEW_TASK), load_images(OLD_TASK))
-    print(f"written to {save_results('nb15_images', results, time.perf_counter() - start)}")
+    run_and_save("nb15_images", lambda: compare(load_vision_model(), load_images(NEW_TASK), load_images(OLD_TASK)),
+                 threads=1)
 
 
 if __name__ == "__main__":

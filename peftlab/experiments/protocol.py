@@ -120,6 +120,17 @@ def save_results(name: str, results: dict, seconds: float) -> Path:
     return path
 
 
+def run_and_save(name: str, produce: Callable[[], dict], threads: int) -> Path:
+    """An experiment script's main(): `threads` torch threads, `produce()` timed, its results saved as
+    results/<name>.json (see save_results), and where they went printed."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    results = produce()
+    path = save_results(name, results, time.perf_counter() - start)
+    print(f"written to {path}")
+    return path
+
+
 def load_results(name: str) -> dict:
     path = RESULTS_DIR / f"{name}.json"
     if not path.is_file():

@@ -54,7 +54,7 @@ from ..tuners import (
 )
 from ..zoo import load_base_model
 from . import nb06_adalora
-from .protocol import Method, compare, run_method, save_results
+from .protocol import Method, compare, run_and_save, run_method
 
 SETTINGS = dict(task_name="sentiment", steps=40, batch_size=16, seeds=(0, 1, 2))
 N_HELDOUT, LATENCY_BATCH, LATENCY_REPEATS = 300, 16, 10
@@ -264,11 +264,7 @@ def run_base(base_name: str, methods: dict[str, Method]) -> dict:
     return results
 
 
-def main(threads: int = 1) -> None:
-    # One thread: on this shared 2-core machine two threads ran a step 5-10x slower than one (contention).
-    torch.set_num_threads(threads)
-    transformers.utils.logging.disable_progress_bar()   # no loading bars in the log
-    start = time.perf_counter()
+def run() -> dict:
     results = {"settings": {**SETTINGS, "seeds": list(SETTINGS["seeds"]), "base_models": list(BASES),
                             "n_heldout": N_HELDOUT, "latency_batch": LATENCY_BATCH,
                             "latency_repeats": LATENCY_REPEATS,
@@ -279,7 +275,13 @@ def main(threads: int = 1) -> None:
         found = run_base(base_name, methods)
         results["settings"].update(n_validation=found["settings"]["n_validation"], n_test=found["settings"]["n_test"])
         results["rows"].update(found["rows"])
-    print(f"written to {save_results('unified', results, time.perf_counter() - start)}")
+    return results
+
+
+def main(threads: int = 1) -> None:
+    # One thread: on this shared 2-core machine two threads ran a step 5-10x slower than one (contention).
+    transformers.utils.logging.disable_progress_bar()   # no loading bars in the log
+    run_and_save("unified", run, threads)
 
 
 if __name__ == "__main__":
