@@ -38,7 +38,7 @@ NBVAL_ARGS := --nbval-lax --nbval-current-env \
 help:
 	@echo "make lab         install, then open JupyterLab on notebooks/"
 	@echo "make test        lint, unit + hygiene tests, the 2-rank check, all notebooks (nbval), browser test"
-	@echo "make test-distributed   2-rank torchrun job against 1 process (python -m peftlab.distributed --check)"
+	@echo "make test-distributed   2-rank torchrun job against 1 process (python -m peftlab.workbook.distributed --check)"
 	@echo "make lint        ruff over the library, tests and benchmarks (rules in pyproject.toml)"
 	@echo "make notebooks   re-execute every notebook in place, saving outputs"
 	@echo "make site        the course as static HTML pages in site/ (open site/index.html, offline)"
@@ -74,7 +74,7 @@ test-notebooks: $(STAMP)
 # Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s of CPU).
 # `make test` runs this same command inside test-unit (tests/test_distributed.py), so it is not listed twice.
 test-distributed: $(STAMP)
-	$(PY) -m peftlab.distributed --check
+	$(PY) -m peftlab.workbook.distributed --check
 
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/ -m browser
@@ -90,7 +90,7 @@ notebooks: $(STAMP)
 
 # From the committed outputs; nothing is executed. New notebooks appear by themselves.
 site: $(STAMP)
-	$(PY) -m peftlab.site --notebooks notebooks --out site
+	$(PY) -m peftlab.course.site --notebooks notebooks --out site
 
 clean:
 	rm -rf .pytest_cache artifacts site

@@ -67,7 +67,7 @@ def build_model(name: str, device, dtype):
     spec = MODELS[name]
     torch.manual_seed(0)                       # same base weights in every process
     if spec["arch"] is None:
-        from peftlab import load_base_model
+        from peftlab.workbook import load_base_model
         model = load_base_model(dtype=dtype)[0].to(device)
     else:
         config = LlamaConfig(max_position_embeddings=2048, **spec["arch"])

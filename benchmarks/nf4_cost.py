@@ -16,9 +16,9 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peftlab.memory import human_bytes, stored_bytes
 from peftlab.nf4 import Linear4bit, quantize_model
-from peftlab.zoo import load_base_model
+from peftlab.workbook.memory import human_bytes, stored_bytes
+from peftlab.workbook.zoo import load_base_model
 
 SHAPES = [(128, 512), (768, 2048), (2048, 5632)]        # (in, out): the bundled model, ~100M, ~1B
 MODEL_100M = dict(hidden_size=768, num_hidden_layers=12, intermediate_size=2048, num_attention_heads=12,

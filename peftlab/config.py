@@ -56,6 +56,11 @@ class TaskType(str, Enum):
     FEATURE_EXTRACTION = "FEATURE_EXTRACTION"
 
 
+# The heads a task trains in full, saved with the adapter when the model has them: peft adds these to
+# modules_to_save by itself (its classifier_module_names for SEQ_CLS), so folders from peft hold them.
+TASK_HEADS: dict[str, tuple[str, ...]] = {"SEQ_CLS": ("classifier", "score")}
+
+
 def register_config(cls):
     """Make `cls` the config of `cls.peft_type` (used when reading JSON); see tuners/registry.py."""
     CONFIG_REGISTRY[cls.peft_type] = cls

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import PeftConfig
-from .tuners.registry import tuner_for
+from peftlab.config import PeftConfig
+from peftlab.tuners.registry import tuner_for
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_WEIGHTS_NAME = "adapter_model.bin"

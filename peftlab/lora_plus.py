@@ -12,7 +12,7 @@ separate learning rate for embedding adapters.
 """
 from torch import nn
 
-from .tuners.lora import LoraLayer
+from peftlab.tuners.lora import LoraLayer
 
 
 def create_loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio: float = 16.0,

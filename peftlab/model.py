@@ -14,25 +14,28 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import PeftConfig
-from .hf_format import read_adapter, save_adapter, set_peft_model_state_dict
-from .inject import refuse_double_injection
-from .memory import parameter_counts
-from .tuners.registry import tuner_for
-from .tuners.wrapper import PassThrough
+from peftlab.config import PeftConfig
+from peftlab.counting import parameter_counts
+from peftlab.hf_format import read_adapter, save_adapter, set_peft_model_state_dict
+from peftlab.tuners.registry import tuner_for
+from peftlab.tuners.targeting import refuse_double_injection
+from peftlab.tuners.wrapper import PassThrough
 
 
 class PeftModel(PassThrough):
     """Your model (`get_base_model()`) with named adapters; see the module docstring."""
     _inner = "base_model"
 
-    def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default",
-                 tokenizer=None, *, _for_loading: bool = False):
+    def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default", tokenizer=None):
+        self._wrap(model, peft_config.peft_type)
+        self.base_model.add_adapter(adapter_name, peft_config, tokenizer=tokenizer)
+        self.set_adapter(adapter_name)
+
+    def _wrap(self, model: nn.Module, peft_type: str) -> None:
+        """Hold `model` in the tuner of `peft_type`, with no adapter yet (what both constructors share)."""
         super().__init__()
         refuse_double_injection(model)
-        self.base_model = tuner_for(peft_config.peft_type)(model)
-        self.base_model.add_adapter(adapter_name, peft_config, tokenizer=tokenizer, for_loading=_for_loading)
-        self.set_adapter(adapter_name)
+        self.base_model = tuner_for(peft_type)(model)
 
     # --- the model and its adapters --------------------------------------------------------
     def get_base_model(self) -> nn.Module:
@@ -135,14 +138,14 @@ class PeftModel(PassThrough):
         """Wrap `model` with the adapter saved in folder `model_id` (by peftlab or peft).
         If loading fails, `model` is left as it was."""
         config, tensors = read_adapter(model_id, is_trainable, config)
-        peft_model = cls(model, config, adapter_name, _for_loading=True)
+        peft_model = cls.__new__(cls)   # the adapter comes from the folder, not from a fresh init
+        peft_model._wrap(model, config.peft_type)
         try:
-            set_peft_model_state_dict(peft_model, tensors, adapter_name)
+            peft_model._add_saved_adapter(adapter_name, config, tensors)
         except Exception:
-            peft_model.delete_adapter(adapter_name)
             peft_model.unload()
             raise
-        peft_model.base_model.finish_load(adapter_name)
+        peft_model.set_adapter(adapter_name)
         if not is_trainable:
             peft_model.eval()
         return peft_model
@@ -150,6 +153,10 @@ class PeftModel(PassThrough):
     def load_adapter(self, model_id, adapter_name: str, is_trainable: bool = False) -> None:
         """Add the adapter saved in folder `model_id` under `adapter_name` (not activated)."""
         config, tensors = read_adapter(model_id, is_trainable)
+        self._add_saved_adapter(adapter_name, config, tensors)
+
+    def _add_saved_adapter(self, adapter_name: str, config: PeftConfig, tensors: dict) -> None:
+        """Create the adapter in the form the folder stores, fill it, or leave no trace of it."""
         self.base_model.add_adapter(adapter_name, config, for_loading=True)
         try:
             set_peft_model_state_dict(self, tensors, adapter_name)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftlab.counting import stored_bytes
+
 NF4_BITS = 4
 
 
@@ -213,7 +215,6 @@ def quantize_model(model: nn.Module, block_size: int = 64, double_quant: bool = 
     """Swap every linear layer of `model` (nn.Linear, GPT-2's Conv1D) but the output head for a
     Linear4bit, in place; embeddings stay as they are. Returns the bytes the model holds before and
     after (every parameter and buffer, shared tensors once) and the number of layers swapped."""
-    from .memory import stored_bytes
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     before = stored_bytes(model)

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import peftlab
 from peftlab import get_peft_model
-from peftlab.train import train
 from peftlab.tuners.adalora import AdaLoraLayer
+from peftlab.workbook.training import train
 
 # peft also checks AdaLoRA's rank_pattern as if it were LoRA's ranks and warns that no key matched.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:peft.*", "ignore::FutureWarning:transformers.*",

@@ -6,9 +6,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, LlamaForCausalLM
 
-from peftlab import evaluate, load_base_model
-from peftlab.data import LABEL_WORDS, load_corpus, load_task
-from peftlab.zoo import ARCHITECTURES, model_path
+from peftlab.workbook import evaluate, load_base_model
+from peftlab.workbook.data import LABEL_WORDS, load_corpus, load_task
+from peftlab.workbook.zoo import ARCHITECTURES, model_path
 
 MODELS = list(ARCHITECTURES)
 

@@ -33,7 +33,7 @@ from lab_page import (
 from lab_server import LabServer
 from widget_probe import TAG_CONTROLS, probe_widgets
 
-from peftlab.widget_snapshot import interactive_views
+from peftlab.course.widget_snapshot import interactive_views
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -203,7 +203,7 @@ def test_the_course_site_opens_from_a_file_url_and_fetches_nothing(chromium, tmp
     """`make site` in a browser: the index lists every notebook, its first link opens the notebook's
     page, the navigation bar leads on, MathJax typesets from the site's own copy, images decode, and
     no request leaves file://."""
-    from peftlab.site import build_site
+    from peftlab.course.site import build_site
 
     pages = build_site(REPO / "notebooks", tmp_path / "site")
     outside: list[str] = []

@@ -5,16 +5,10 @@ import copy
 import pytest
 import torch
 
-from peftlab import (
-    PromptTargetCollator,
-    create_loraplus_param_groups,
-    get_peft_model,
-    load_base_model,
-    load_task,
-    train,
-)
-from peftlab.experiments import budgets
-from peftlab.experiments.protocol import load_results
+from peftlab import create_loraplus_param_groups, get_peft_model
+from peftlab.course.experiments import budgets
+from peftlab.course.experiments.protocol import load_results
+from peftlab.workbook import PromptTargetCollator, load_base_model, load_task, train
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +98,7 @@ def test_the_stored_results_describe_the_experiment_as_defined():
 
 
 def test_spread_reads_a_stored_row_as_text_a_claim_and_an_agreement_check():
-    from peftlab.experiments.spread import beats, spread, within_spread
+    from peftlab.course.experiments.spread import beats, spread, within_spread
     a = {"test": [0.8, 0.9], "test_mean": 0.85, "test_min": 0.8, "test_max": 0.9}
     b = {"test": [0.5, 0.79], "test_mean": 0.645, "test_min": 0.5, "test_max": 0.79}
     assert spread(a) == "0.850 [0.800-0.900]"
@@ -118,7 +112,7 @@ def test_plot_spread_draws_means_with_bars_from_the_worst_to_the_best_seed():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from peftlab.experiments.spread import plot_spread
+    from peftlab.course.experiments.spread import plot_spread
     fig, ax = plt.subplots()
     rows = [{"test_mean": 0.6, "test_min": 0.5, "test_max": 0.8}, {"test_mean": 0.9, "test_min": 0.9, "test_max": 0.9}]
     bars = plot_spread(ax, [1, 2], rows, "m")

@@ -64,9 +64,12 @@ def loss_of(model, arch: str) -> torch.Tensor:
     return model(**batch, labels=batch["input_ids"]).loss
 
 
-def test_every_registered_method_has_a_row_and_a_peft_type():
+def test_every_registered_method_has_a_row_and_every_peft_type_a_method():
+    """A method registers itself from its own file; PeftType lists peft's names for the methods
+    peft has (and peftlab's own BITFIT, BOTTLENECK), so a new method needs no edit there."""
     in_table = {row.config(peftlab, row.archs[0]).peft_type for row in ROWS.values()}
-    assert in_table == set(TUNERS) == {t.value for t in peftlab.PeftType}
+    assert in_table == set(TUNERS)
+    assert {t.value for t in peftlab.PeftType} <= set(TUNERS)
 
 
 @pytest.mark.parametrize("name,arch", cases(identity_at_init=True))

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from datasets import DatasetDict
 
-from peftlab.data import COUNTRIES, DATA_DIR, TASKS, load_corpus, load_task
-from peftlab.data.manifest import compute_manifest, read_manifest
+from peftlab.workbook.data import COUNTRIES, DATA_DIR, TASKS, load_corpus, load_task
+from peftlab.workbook.data.manifest import compute_manifest, read_manifest
 
 
 def test_regeneration_is_byte_identical(tmp_path):
-    subprocess.run([sys.executable, "-m", "peftlab.data", "--out", str(tmp_path)], check=True,
+    subprocess.run([sys.executable, "-m", "peftlab.workbook.data", "--out", str(tmp_path)], check=True,
                    capture_output=True)
     generated = compute_manifest(tmp_path)
     committed = {k: v for k, v in read_manifest().items() if not k.startswith("models/")}

@@ -1,4 +1,4 @@
-"""peftlab/decomposition.py: the weight a layer applies, and how far its rows moved in length and direction."""
+"""peftlab/workbook/decomposition.py: the weight a layer applies, and how far its rows moved in length and direction."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from peftlab import LoraConfig, get_peft_model
-from peftlab.decomposition import effective_weight, fit_line, magnitude_direction_change
+from peftlab.workbook.decomposition import effective_weight, fit_line, magnitude_direction_change
 
 
 def test_effective_weight_is_the_weight_of_a_linear_layer_and_of_gpt2s_transposed_conv1d():

@@ -1,4 +1,4 @@
-"""Data-parallel training (peftlab/distributed.py): 2 ranks end where 1 process does, only the trainable
+"""Data-parallel training (peftlab/workbook/distributed/runner.py): 2 ranks end where 1 process does, only the trainable
 gradients are all-reduced, rank 0 alone saves, and a rank that dies or hangs ends the job with a clear error."""
 import importlib.util
 import json
@@ -10,17 +10,18 @@ import time
 import pytest
 import torch
 
-from peftlab import LoraConfig, PeftModel, PromptTargetCollator, get_peft_model, load_base_model, load_task
-from peftlab.distributed import ShardedCollator, lost_contact, parser, run_rank, save_on_rank_zero
-from peftlab.distributed_check import RANKS, start_torchrun
+from peftlab import LoraConfig, PeftModel, get_peft_model
 from peftlab.hf_format import get_peft_model_state_dict
+from peftlab.workbook import PromptTargetCollator, load_base_model, load_task
+from peftlab.workbook.distributed import ShardedCollator, lost_contact, parser, run_rank, save_on_rank_zero
+from peftlab.workbook.distributed.check import RANKS, start_torchrun
 
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    """`python -m peftlab.distributed --check`, exactly as CI runs it."""
+    """`python -m peftlab.workbook.distributed --check`, exactly as CI runs it."""
     report = tmp_path_factory.mktemp("check") / "report.json"
-    result = subprocess.run([sys.executable, "-m", "peftlab.distributed", "--check", "--report", str(report)],
+    result = subprocess.run([sys.executable, "-m", "peftlab.workbook.distributed", "--check", "--report", str(report)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(report.read_text()), result.stdout
@@ -106,7 +107,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_with_a_clear_error_not_a_hang(mo
     assert f"[rank 1] failure drill: {mode} at step 2" in stderr
     assert symptom in stderr
     if mode == "hang":   # rank 0 waited the 5 s timeout, then said why it stopped
-        assert "[rank 0] peftlab.distributed: lost contact with another rank" in stderr
+        assert "[rank 0] peftlab.workbook.distributed: lost contact with another rank" in stderr
     assert elapsed < 180, f"the job took {elapsed:.0f} s to end"
 
 
@@ -115,7 +116,7 @@ def test_the_module_runs_unchanged_under_accelerate_launch(tmp_path):
     # accelerate's multi-process launcher is torchrun underneath: the same RANK / WORLD_SIZE reach the module.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "peftlab.distributed", "--device", "cpu", "--steps", "2", "--out", str(tmp_path)]
+               "-m", "peftlab.workbook.distributed", "--device", "cpu", "--steps", "2", "--out", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

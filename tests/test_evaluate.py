@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from peftlab import evaluate, load_base_model
-from peftlab.data.world import COUNTRIES
+from peftlab.workbook import evaluate, load_base_model
+from peftlab.workbook.data.world import COUNTRIES
 
 
 @pytest.fixture(scope="module")

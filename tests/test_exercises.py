@@ -2,8 +2,8 @@
 (Notebooks 00 and 02: tests/test_exercises_nb00_nb02.py.)"""
 import pytest
 
-from peftlab import load_base_model
-from peftlab.exercises import nb01_full_finetuning as nb01
+from peftlab.course.exercises import nb01_full_finetuning as nb01
+from peftlab.workbook import load_base_model
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_adam_state_bytes(model, capsys):
 
 
 def test_one_layer_against_all(capsys):
-    from peftlab import load_base_model
+    from peftlab.workbook import load_base_model
     tokenizer = load_base_model()[1]
 
     def last_layer_and_norm(m):
@@ -77,7 +77,7 @@ def test_nb03_checkers(model, capsys):
     import copy
 
     from peftlab import LoraConfig, get_peft_model
-    from peftlab.exercises import nb03_lora_on_a_transformer as nb03
+    from peftlab.course.exercises import nb03_lora_on_a_transformer as nb03
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                                  init_lora_weights=False))
     n = peft_model.get_nb_trainable_parameters()[0]
@@ -101,7 +101,7 @@ def test_nb03_checkers(model, capsys):
 
 
 def test_nb07_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
-    from peftlab.exercises import nb07_adapters_ia3_bitfit as nb07
+    from peftlab.course.exercises import nb07_adapters_ia3_bitfit as nb07
     assert not nb07.check_houlsby_parameter_count(None)
     assert "not attempted" in capsys.readouterr().out
     assert nb07.check_houlsby_parameter_count(12 * 2 * (2 * 768 * 48 + 48 + 768))
@@ -132,8 +132,8 @@ def test_nb07_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
 def test_nb11_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     import torch
 
-    from peftlab.exercises import nb11_qlora as nb11
-    from peftlab.memory import LLAMA_SHAPES, llama_parameters
+    from peftlab.course.exercises import nb11_qlora as nb11
+    from peftlab.workbook.memory import LLAMA_SHAPES, llama_parameters
     n = llama_parameters(*LLAMA_SHAPES["7B"])
     assert not nb11.check_7b_nf4_gigabytes(None)
     assert nb11.check_7b_nf4_gigabytes(n * 4.127 / 8 / 1e9)
@@ -151,7 +151,7 @@ def test_nb11_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
 
 
 def test_nb05_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
-    from peftlab.exercises import nb05_lora_variants as nb05
+    from peftlab.course.exercises import nb05_lora_variants as nb05
     assert not nb05.check_vera_parameters(None)
     assert "not attempted" in capsys.readouterr().out
     assert nb05.check_vera_parameters(4 * ((1024 + 128) + (1024 + 64)))
@@ -182,7 +182,7 @@ def test_nb05_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
 def test_nb06_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     import torch
 
-    from peftlab.exercises import nb06_adalora as nb06
+    from peftlab.course.exercises import nb06_adalora as nb06
     assert not nb06.check_adalora_parameter_count(None)
     assert "not attempted" in capsys.readouterr().out
     assert nb06.check_adalora_parameter_count(4 * (12 * (128 + 128 + 1) + 12 * (128 + 64 + 1)))
@@ -227,7 +227,7 @@ def test_nb06_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
 def test_nb13_checkers(capsys):
     import torch
 
-    from peftlab.exercises import nb13_many_adapters as nb13
+    from peftlab.course.exercises import nb13_many_adapters as nb13
 
     assert not nb13.check_cat_size(None, None)
     assert "not attempted" in capsys.readouterr().out
@@ -297,9 +297,9 @@ def test_nb13_checkers(capsys):
 
 
 def test_nb12_checkers(capsys):
-    from peftlab.exercises import nb12_unified_view as nb12
-    from peftlab.experiments.protocol import load_results
-    from peftlab.unified_view import pareto_front
+    from peftlab.course.exercises import nb12_unified_view as nb12
+    from peftlab.course.experiments.protocol import load_results
+    from peftlab.course.unified_view import pareto_front
     results = load_results("unified")
 
     assert not nb12.check_forms({name: None for name in nb12.FORMS})

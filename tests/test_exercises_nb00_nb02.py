@@ -3,9 +3,9 @@ learner's own measurement, and an explanation (never an exception) when it does 
 import pytest
 import torch
 
-from peftlab import evaluate, load_base_model
-from peftlab.exercises import nb00_welcome as nb00
-from peftlab.exercises import nb02_lora_from_scratch as nb02
+from peftlab.course.exercises import nb00_welcome as nb00
+from peftlab.course.exercises import nb02_lora_from_scratch as nb02
+from peftlab.workbook import evaluate, load_base_model
 
 PROMPT = "Mia bought three red apples at the market. She was happy, and she went home."
 

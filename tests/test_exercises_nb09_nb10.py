@@ -3,8 +3,8 @@ prediction matches the learner's own measurement, a lesson either way, and a cle
 exception) for a malformed answer. (Their other checkers: tests/test_nb09_helpers.py, test_nb10_helpers.py.)"""
 import pytest
 
-from peftlab.exercises import nb09_p_tuning as nb09
-from peftlab.exercises import nb10_prefix_tuning as nb10
+from peftlab.course.exercises import nb09_p_tuning as nb09
+from peftlab.course.exercises import nb10_prefix_tuning as nb10
 
 
 def last_line(capsys) -> str:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from peftlab.experiments import nb07_adapters, nb11_qlora, protocol
-from peftlab.experiments.protocol import Method, compare, load_results
+from peftlab.course.experiments import nb07_adapters, nb11_qlora, protocol
+from peftlab.course.experiments.protocol import Method, compare, load_results
 
 
 def test_the_learning_rate_is_chosen_on_validation_and_reported_on_test(monkeypatch):
@@ -53,7 +53,7 @@ def test_the_stored_nb11_results_describe_the_experiment_as_defined():
 
 def test_missing_results_say_how_to_make_them(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "RESULTS_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m peftlab.experiments.nope"):
+    with pytest.raises(FileNotFoundError, match="python -m peftlab.course.experiments.nope"):
         load_results("nope")
     protocol.save_results("mine", {"rows": {}}, seconds=1.2)
     assert json.loads((tmp_path / "mine.json").read_text())["ran_on"]["seconds"] == 1
@@ -73,7 +73,7 @@ def test_run_and_save_sets_the_threads_and_records_them_with_the_results(tmp_pat
 
 
 def test_the_decomposition_observer_records_every_query_projection_every_few_steps():
-    from peftlab.experiments import nb05_variants
+    from peftlab.course.experiments import nb05_variants
     points = []
     run = protocol.run_method(nb05_variants.METHODS["DoRA r=2"], 1e-2, 0, base_name="pico-llama-1m",
                               task_name="sentiment", steps=4, batch_size=4, eval_rows={},
@@ -84,7 +84,7 @@ def test_the_decomposition_observer_records_every_query_projection_every_few_ste
 
 
 def test_the_stored_nb05_results_describe_the_experiment_as_defined():
-    from peftlab.experiments import nb05_variants
+    from peftlab.course.experiments import nb05_variants
     stored = load_results("nb05_variants")
     settings = nb05_variants.SETTINGS
     assert stored["settings"]["steps"] == settings["steps"] and stored["settings"]["seeds"] == list(settings["seeds"])
@@ -103,7 +103,7 @@ def test_the_stored_nb05_results_describe_the_experiment_as_defined():
 
 
 def test_the_stored_nb06_results_describe_the_experiment_as_defined():
-    from peftlab.experiments import nb06_adalora
+    from peftlab.course.experiments import nb06_adalora
     stored = load_results("nb06_adalora")
     settings = nb06_adalora.SETTINGS
     found = stored["settings"]
@@ -121,7 +121,7 @@ def test_the_stored_nb06_results_describe_the_experiment_as_defined():
 
 
 def test_nb06_runs_adalora_with_its_allocation_and_deterministically():
-    from peftlab.experiments import nb06_adalora
+    from peftlab.course.experiments import nb06_adalora
     rows = {"test": [{"prompt": "Review : the food was good . Sentiment :", "target": " positive", "label": 1}]}
     method = protocol.Method(lambda: nb06_adalora.adalora(steps=6), (0.03,), on_step=nb06_adalora.allocate,
                              measure=nb06_adalora.report_ranks)
@@ -131,7 +131,7 @@ def test_nb06_runs_adalora_with_its_allocation_and_deterministically():
 
 
 def test_the_stored_unified_results_describe_the_experiment_as_defined():
-    from peftlab.experiments import unified
+    from peftlab.course.experiments import unified
     stored = load_results("unified")
     settings, seeds = stored["settings"], list(unified.SETTINGS["seeds"])
     assert settings["task_name"] == unified.SETTINGS["task_name"] and settings["steps"] == unified.SETTINGS["steps"]
@@ -152,7 +152,7 @@ def test_the_stored_unified_results_describe_the_experiment_as_defined():
 
 
 def test_unified_profile_of_a_tiny_run_measures_what_it_says():
-    from peftlab.experiments import unified
+    from peftlab.course.experiments import unified
     assert unified.median_step_seconds([0.0, 1.0, 3.0, 4.0]) == 1.0      # intervals 1, 2, 1
     kw = dict(base_name="pico-llama-1m", task_name="sentiment", steps=2, batch_size=4)
     lora = unified.profile(unified.METHODS["LoRA r=2"], 1e-2, **kw)
@@ -165,7 +165,7 @@ def test_unified_profile_of_a_tiny_run_measures_what_it_says():
 
 
 def test_the_unified_summary_reads_every_axis_of_every_stored_row():
-    from peftlab.experiments import unified
+    from peftlab.course.experiments import unified
     stored = load_results("unified")
     summary = unified.summarize(stored)
     assert list(summary) == list(stored["rows"])

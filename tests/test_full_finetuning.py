@@ -1,8 +1,8 @@
 """The issue's bar: full fine-tuning of the base model reaches >= 90% sentiment accuracy in < 60 s."""
 import torch
 
-from peftlab import PromptTargetCollator, evaluate, load_base_model, load_task, train
-from peftlab.data import LABEL_WORDS
+from peftlab.workbook import PromptTargetCollator, evaluate, load_base_model, load_task, train
+from peftlab.workbook.data import LABEL_WORDS
 
 
 def test_full_finetuning_learns_sentiment_within_a_minute():

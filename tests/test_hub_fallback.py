@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from peftlab import load_base_model
-from peftlab.zoo import http_status, hub_unavailable, model_path
+from peftlab.workbook import load_base_model
+from peftlab.workbook.zoo import http_status, hub_unavailable, model_path
 
-LOAD = ("from peftlab import load_base_model\n"
+LOAD = ("from peftlab.workbook import load_base_model\n"
         "model, tokenizer = load_base_model({name!r})\n"
         "print(type(model).__name__, model.num_parameters(), model.name_or_path.endswith('pico-llama-1m'))")
 

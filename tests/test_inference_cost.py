@@ -5,7 +5,7 @@ import pytest
 from lora_testutils import build, inputs, one_thread, perturb  # noqa: F401 (autouse fixture)
 
 from peftlab import BottleneckConfig, IA3Config, LoraConfig, get_peft_model
-from peftlab.inference_cost import fastest_forward_ms, forward_operations
+from peftlab.workbook.inference_cost import fastest_forward_ms, forward_operations
 
 
 def operation_total(model, batch) -> int:

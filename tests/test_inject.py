@@ -5,8 +5,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from peftlab import IA3Config, LoraConfig, get_peft_model
-from peftlab.inject import find_targets, layer_index, replace_module
 from peftlab.tuners import IA3Model, LoraModel
+from peftlab.tuners.targeting import find_targets, layer_index, replace_module
 
 
 def targets(model, **kw):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from peftlab.memory import measured_bytes, memory_breakdown, parameter_counts
+from peftlab.workbook.memory import measured_bytes, memory_breakdown, parameter_counts
 
 
 def tied_model():
@@ -49,7 +49,7 @@ def test_bad_arguments_are_explained():
 
 
 def test_llama_shapes_give_the_published_sizes_and_qlora_fits_65b_in_48_gb():
-    from peftlab.memory import LLAMA_SHAPES, finetuning_memory, llama_parameters, lora_parameters
+    from peftlab.workbook.memory import LLAMA_SHAPES, finetuning_memory, llama_parameters, lora_parameters
     sizes = {name: llama_parameters(*shape) / 1e9 for name, shape in LLAMA_SHAPES.items()}
     assert [round(s, 1) for s in sizes.values()] == [6.7, 13.0, 32.5, 65.3]   # Touvron et al. 2023: 6.7, 13, 32.5, 65.2
     assert lora_parameters(*LLAMA_SHAPES["65B"], r=64) == 80 * 64 * (8 * 8192 + 3 * (8192 + 22016))
@@ -87,7 +87,7 @@ def test_activation_formula_counts_what_autograd_saves(attention, r):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from peftlab import LoraConfig, get_peft_model
-    from peftlab.memory import llama_activation_bytes, llama_block_activations
+    from peftlab.workbook.memory import llama_activation_bytes, llama_block_activations
     hidden, ffn, heads, vocab, batch, seq = 96, 256, 3, 512, 2, 24
 
     def measure(layers):
@@ -108,7 +108,7 @@ def test_activation_formula_counts_what_autograd_saves(attention, r):
 
 
 def test_activation_bytes_with_and_without_checkpointing():
-    from peftlab.memory import LLAMA_SHAPES, llama_activation_bytes
+    from peftlab.workbook.memory import LLAMA_SHAPES, llama_activation_bytes
     hidden, ffn, layers = LLAMA_SHAPES["65B"]
     kept = llama_activation_bytes(hidden, ffn, layers, batch=1, seq=512, r=64)
     assert kept == 512 * (2 * (80 * 8192 + 8 * 8192 + 7 * 64 + 4 * 22016 + 64 + 2) + 4 * 32000)
@@ -131,8 +131,8 @@ def test_qlora_calculator_titles_the_total_and_follows_its_buttons():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from peftlab.memory import finetuning_memory
-    from peftlab.widgets import qlora_memory_calculator
+    from peftlab.course.widgets import qlora_memory_calculator
+    from peftlab.workbook.memory import finetuning_memory
     box = qlora_memory_calculator()
     size, method, rank, batch, seq, checkpointing, _ = box.children
     first = finetuning_memory("65B", "QLoRA")["total"] / 2**30

@@ -3,7 +3,7 @@ partitioning (the ZeRO paper's own example), and the planner widget of notebook 
 import pytest
 import torch
 
-from peftlab.memory import (
+from peftlab.workbook.memory import (
     LLAMA2_SHAPES,
     LLAMA_SHAPES,
     data_parallel_memory,
@@ -88,7 +88,7 @@ def test_the_planner_titles_its_verdict_and_follows_its_buttons():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from peftlab.widgets import zero_memory_planner
+    from peftlab.course.widgets import zero_memory_planner
     box = zero_memory_planner()
     size, method, gpus, memory, _ = box.children
     assert plt.gcf().axes[0].get_title() == "Llama 2 13B, full, 4 GPU(s): fits from ZeRO-2 on"

@@ -8,10 +8,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from peftlab.exercises import nb04_inside_lora as nb04  # noqa: E402
-from peftlab.train import History  # noqa: E402
-from peftlab.viz import plot_loss_curves, plot_rank_sweep, plot_spectra, plot_subspace_similarity  # noqa: E402
-from peftlab.widgets import lora_rank_explorer, lora_scales  # noqa: E402
+from peftlab.course.exercises import nb04_inside_lora as nb04  # noqa: E402
+from peftlab.course.viz import plot_loss_curves, plot_rank_sweep, plot_spectra, plot_subspace_similarity  # noqa: E402
+from peftlab.course.widgets import lora_rank_explorer, lora_scales  # noqa: E402
+from peftlab.workbook.training import History  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,12 @@ import copy
 
 import torch
 
-from peftlab import PromptTuningConfig, get_peft_model, load_base_model
-from peftlab.data import LABEL_WORDS, load_task
-from peftlab.evaluate import label_accuracy
-from peftlab.exercises import NOT_ATTEMPTED
-from peftlab.exercises import nb08_prompt_tuning as nb08
+from peftlab import PromptTuningConfig, get_peft_model
+from peftlab.course.exercises import NOT_ATTEMPTED
+from peftlab.course.exercises import nb08_prompt_tuning as nb08
+from peftlab.workbook import load_base_model
+from peftlab.workbook.data import LABEL_WORDS, load_task
+from peftlab.workbook.evaluate import label_accuracy
 
 
 def stub(*_):

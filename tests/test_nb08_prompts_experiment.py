@@ -1,9 +1,9 @@
-"""Notebook 08's experiment (peftlab/experiments/nb08_prompts.py): Lester et al.'s class-label start is
+"""Notebook 08's experiment (peftlab/course/experiments/nb08_prompts.py): Lester et al.'s class-label start is
 what it says and is in place before the first step; the stored results describe the experiment as defined."""
 import torch
 
-from peftlab.experiments import nb08_prompts
-from peftlab.experiments.protocol import load_results, run_method
+from peftlab.course.experiments import nb08_prompts
+from peftlab.course.experiments.protocol import load_results, run_method
 
 ONE_ROW = {"test": [{"prompt": "Review : the food was good . Sentiment :", "target": " positive", "label": 1}]}
 

@@ -1,7 +1,7 @@
 """Notebook 09's stored encoder comparison (results/nb09_encoders.json) describes the experiment as
-peftlab/experiments/nb09_encoders.py defines it now: settings, methods, grids, one score per seed."""
-from peftlab.experiments import nb09_encoders
-from peftlab.experiments.protocol import load_results
+peftlab/course/experiments/nb09_encoders.py defines it now: settings, methods, grids, one score per seed."""
+from peftlab.course.experiments import nb09_encoders
+from peftlab.course.experiments.protocol import load_results
 
 
 def test_the_stored_nb09_results_describe_the_experiment_as_defined():

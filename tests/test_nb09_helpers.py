@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from peftlab import PromptEncoderConfig, PromptTuningConfig, get_peft_model, load_base_model
-from peftlab.evaluate import exact_match, greedy_matches, perplexity, real_token_logits
-from peftlab.exercises import NOT_ATTEMPTED
-from peftlab.exercises import nb09_p_tuning as nb09
+from peftlab import PromptEncoderConfig, PromptTuningConfig, get_peft_model
+from peftlab.course.exercises import NOT_ATTEMPTED
+from peftlab.course.exercises import nb09_p_tuning as nb09
+from peftlab.workbook import load_base_model
+from peftlab.workbook.evaluate import exact_match, greedy_matches, perplexity, real_token_logits
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Exercise checkers for notebook 10 (prefix tuning): stub -> not attempted, right -> True, wrong -> a hint."""
 import torch
 
-from peftlab.exercises import NOT_ATTEMPTED
-from peftlab.exercises import nb10_prefix_tuning as nb10
+from peftlab.course.exercises import NOT_ATTEMPTED
+from peftlab.course.exercises import nb10_prefix_tuning as nb10
 
 
 def stub(*_):

@@ -1,6 +1,6 @@
 """Notebook 14's checkers accept the right answers and explain the usual wrong ones."""
-from peftlab import load_base_model
-from peftlab.exercises import nb14_graduation as nb14
+from peftlab.course.exercises import nb14_graduation as nb14
+from peftlab.workbook import load_base_model
 
 
 def stub(*_):

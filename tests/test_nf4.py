@@ -8,8 +8,8 @@ import torch
 from lora_testutils import build, inputs, one_thread, output, perturb  # noqa: F401 (autouse fixture)
 
 import peftlab
-from peftlab.memory import stored_bytes
 from peftlab.nf4 import NF4_LEVELS, Linear4bit, nearest_level, pack, quantize_model, quantize_nf4, unpack
+from peftlab.workbook.memory import stored_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to load CPU gemm_4bit:UserWarning",
                                         "ignore::FutureWarning:transformers.*")

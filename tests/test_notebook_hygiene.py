@@ -21,7 +21,7 @@ MAX_BYTES = 2 * 1024 * 1024
 KERNEL_NAME = "python3"
 # Markdown headings that open an exercise carry one of the difficulty marks (NOTEBOOKS.md).
 EXERCISE_MARKS = ("🌱", "🌿", "🌳")
-EXERCISES_MODULE = "peftlab.exercises"
+EXERCISES_MODULE = "peftlab.course.exercises"
 # First arguments of datasets.load_dataset that read local files rather than the hub.
 LOCAL_DATASET_BUILDERS = {"json", "csv", "text", "parquet", "arrow", "pandas", "imagefolder"}
 
@@ -211,7 +211,7 @@ def _opens_exercise(line: str) -> bool:
 
 
 def _checker_names(nb: dict) -> set[str]:
-    """Names bound by importing from peftlab.exercises: checkers, submodules or the module."""
+    """Names bound by importing from peftlab.course.exercises: checkers, submodules or the module."""
     names: set[str] = set()
     for _, cell in _code_cells(nb):
         tree = _parse(_source(cell))
@@ -250,7 +250,7 @@ def _calls_checker(cell: dict, names: set[str]) -> bool:
 
 def check_exercise_checkers(nb: dict) -> list[str]:
     """Every exercise (a Markdown line starting with 🌱/🌿/🌳) is followed, before the next
-    exercise, by a code cell that calls a checker imported from peftlab.exercises."""
+    exercise, by a code cell that calls a checker imported from peftlab.course.exercises."""
     names = _checker_names(nb)
     problems = []
     open_exercise: str | None = None
@@ -372,12 +372,12 @@ def _good_notebook() -> dict:
         ),
         nbformat.v4.new_code_cell("def my_count(m):\n    ...  # your code here", execution_count=5),
         nbformat.v4.new_code_cell(
-            "from peftlab.exercises import nb99 as exercises\nexercises.check_count(my_count)",
+            "from peftlab.course.exercises import nb99 as exercises\nexercises.check_count(my_count)",
             execution_count=6,
         ),
         nbformat.v4.new_markdown_cell("### 🌿 Exercise 2"),
         nbformat.v4.new_code_cell(
-            "from peftlab.exercises.nb99 import check_other\ncheck_other(None)", execution_count=7
+            "from peftlab.course.exercises.nb99 import check_other\ncheck_other(None)", execution_count=7
         ),
     ]
     return json.loads(nbformat.writes(nb))

@@ -1,4 +1,4 @@
-"""Schematics (peftlab/schematics.py): every method draws, and what it trains is drawn in orange."""
+"""Schematics (peftlab/course/schematics.py): every method draws, and what it trains is drawn in orange."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from peftlab import schematics  # noqa: E402
+from peftlab.course import schematics  # noqa: E402
 
 
 def trained_patches(ax):

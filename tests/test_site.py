@@ -1,4 +1,4 @@
-"""The static site (`make site`, peftlab.site): every notebook and solution gets a page, the index
+"""The static site (`make site`, peftlab.course.site): every notebook and solution gets a page, the index
 links them all, links between notebooks lead to pages, nothing is fetched from the network, and
 widgets are drawn from the state the notebook stored."""
 import re
@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from peftlab.site import MARKER, build_site, describe, first_sentences
-from peftlab.widget_snapshot import MISSING, NOTE, STATE_MIME, VIEW_MIME, interactive_views, snapshot_widgets
+from peftlab.course.site import MARKER, build_site, describe, first_sentences
+from peftlab.course.widget_snapshot import MISSING, NOTE, STATE_MIME, VIEW_MIME, interactive_views, snapshot_widgets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,11 +95,12 @@ def test_a_small_course_builds_with_links_between_its_pages(tmp_path):
     course = tmp_path / "notebooks"
     (course / "solutions").mkdir(parents=True)
     (tmp_path / "peftlab").mkdir()
-    (tmp_path / "peftlab" / "widgets.py").write_text("# the explorers\n")
+    (tmp_path / "peftlab" / "course").mkdir(parents=True)
+    (tmp_path / "peftlab" / "course" / "widgets.py").write_text("# the explorers\n")
     nbformat.write(_explorer_notebook(), course / "01_explorer.ipynb")
     nbformat.write(new_notebook(cells=[new_markdown_cell(
         "# 00 · Welcome\n\nStart here, then go to [the explorer](01_explorer.ipynb#An-explorer). "
-        "The code is in [widgets.py](../peftlab/widgets.py).")]), course / "00_welcome.ipynb")
+        "The code is in [widgets.py](../peftlab/course/widgets.py).")]), course / "00_welcome.ipynb")
     nbformat.write(new_notebook(cells=[new_markdown_cell("# 01 · Solutions")]),
                    course / "solutions" / "01_explorer_solutions.ipynb")
     nbformat.write(new_notebook(cells=[new_markdown_cell("# 99 · Orphan solutions")]),
@@ -118,8 +119,8 @@ def test_a_small_course_builds_with_links_between_its_pages(tmp_path):
     welcome = _parse(site / "notebooks" / "00_welcome.html")
     hrefs = [h for _, h in welcome.links]
     assert "01_explorer.html#An-explorer" in hrefs                 # a notebook: its page
-    assert "../../peftlab/widgets.py" in hrefs                     # a file: where it lies
-    assert (site / "notebooks" / "../../peftlab/widgets.py").resolve().exists()
+    assert "../../peftlab/course/widgets.py" in hrefs                     # a file: where it lies
+    assert (site / "notebooks" / "../../peftlab/course/widgets.py").resolve().exists()
     assert "../index.html" in hrefs and "01_explorer.html" in hrefs   # the navigation bar
     explorer = (site / "notebooks" / "01_explorer.html").read_text()
     assert "solutions/01_explorer_solutions.html" in explorer and "r = 8" in explorer and NOTE in explorer
@@ -129,7 +130,7 @@ def test_a_small_course_builds_with_links_between_its_pages(tmp_path):
     assert not (site / "extra.txt").exists() and (site / MARKER).exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a site built by peftlab.site"):
+    with pytest.raises(FileExistsError, match="not a site built by peftlab.course.site"):
         build_site(course, tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
 

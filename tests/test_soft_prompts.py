@@ -245,8 +245,8 @@ def test_sample_vocab_init_takes_rows_of_the_embedding_matrix():
 
 
 def test_text_init_on_the_bundled_model_from_a_tokenizer_object_or_a_local_folder():
-    from peftlab.zoo import model_path
-    base, tokenizer = peftlab.load_base_model()
+    from peftlab.workbook.zoo import load_base_model, model_path
+    base, tokenizer = load_base_model()
     text = "The capital of"
     ids = tokenizer(text)["input_ids"]                                   # with <bos>, as peft
     want = base.get_input_embeddings().weight[(ids * 8)[:8]]

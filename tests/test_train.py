@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from peftlab.train import History, lr_factor, train
+from peftlab.workbook.training import History, lr_factor, train
 
 
 class Regression(torch.nn.Module):

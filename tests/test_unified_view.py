@@ -1,10 +1,9 @@
-"""The unified view's readings (peftlab/unified_view.py): each method's layer equals its Δh form."""
+"""The unified view's readings (peftlab/course/unified_view.py): each method's layer equals its Δh form."""
 import pytest
 import torch
 
-from peftlab import PromptTargetCollator, get_peft_model, load_base_model, load_task
-from peftlab.tuners import BitFitConfig, BottleneckConfig, IA3Config, LoraConfig, PrefixTuningConfig
-from peftlab.unified_view import (
+from peftlab import get_peft_model
+from peftlab.course.unified_view import (
     bitfit_shift,
     bottleneck_as_parallel_adapter,
     ia3_rescaling,
@@ -13,6 +12,8 @@ from peftlab.unified_view import (
     prefix_gate,
     prefix_split,
 )
+from peftlab.tuners import BitFitConfig, BottleneckConfig, IA3Config, LoraConfig, PrefixTuningConfig
+from peftlab.workbook import PromptTargetCollator, load_base_model, load_task
 
 
 def perturbed(model, seed=0):

@@ -9,11 +9,11 @@ from lora_testutils import one_thread  # noqa: F401 (autouse fixture)
 from safetensors import safe_open
 from transformers import AutoModelForImageClassification, ViTForImageClassification
 
-from peftlab.data.images import IMAGE_TASKS, digits, load_images, split_indices
-from peftlab.experiments import nb15_images
-from peftlab.experiments.protocol import load_results
-from peftlab.experiments.transfer import new_head, run_transfer, transfer_model
-from peftlab.vision import (
+from peftlab.course.experiments import nb15_images
+from peftlab.course.experiments.protocol import load_results
+from peftlab.course.experiments.transfer import new_head, run_transfer, transfer_model
+from peftlab.workbook.data.images import IMAGE_TASKS, digits, load_images, split_indices
+from peftlab.workbook.vision import (
     MODELS_DIR,
     VISION_MODEL,
     attention_from_cls,
@@ -132,7 +132,7 @@ def test_the_stored_results_describe_the_experiment_as_defined():
 
 
 def test_the_checkers_say_not_attempted_then_judge_on_the_stored_results(capsys):
-    from peftlab.exercises import nb15_peft_for_images as nb15
+    from peftlab.course.exercises import nb15_peft_for_images as nb15
     assert not nb15.check_ranking(None) and not nb15.check_exact_keepers(None)
     assert not nb15.check_patch_conv(None, None)
     assert capsys.readouterr().out.count("not attempted") == 3

@@ -55,7 +55,7 @@ from transformers.pytorch_utils import Conv1D
 from .adalora_allocator import RankAllocator, masks_by_module
 from .layer import BaseTunerLayer
 from .layer_tuner import PREFIX, LayerTuner, record_fan_in_fan_out
-from .lora import LoraConfig
+from .lora_config import LoraConfig
 from .registry import register_method
 
 

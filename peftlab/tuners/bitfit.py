@@ -27,8 +27,8 @@ from transformers.pytorch_utils import Conv1D
 from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig
 from .layer_tuner import LayerTuner
-from .ln_tuning import NORM_TYPES
 from .registry import register_method
+from .targeting import NORM_TYPES
 
 
 @dataclass
@@ -81,8 +81,9 @@ class BitFitModel(LayerTuner):
     def layer_description(cls):
         return "layers that have a bias term (nn.Linear, transformers.Conv1D, LayerNorm with one)"
 
-    def default_target_modules(self, model, config):
-        names = [n for n, m in model.named_modules() if n and self.wrapper_class(m) is not None]
+    @classmethod
+    def default_target_modules(cls, model, config):
+        names = [n for n, m in model.named_modules() if n and cls.wrapper_class(m) is not None]
         if not names:
             raise ValueError(f"BitFit trains the bias terms a model already has, and {type(model).__name__} has "
                              "none (Llama-style models use no biases). Use a model with biases, such as the "

@@ -142,11 +142,12 @@ class BottleneckModel(LayerTuner):
     def layer_description(cls):
         return "attention blocks, MLP blocks and linear layers (anything whose output has the model's width)"
 
-    def default_target_modules(self, model, config):
+    @classmethod
+    def default_target_modules(cls, model, config):
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type not in self.blocks:
+        if model_type not in cls.blocks:
             return None
-        return [block for block, wanted in zip(self.blocks[model_type], (config.mh_adapter, config.output_adapter))
+        return [block for block, wanted in zip(cls.blocks[model_type], (config.mh_adapter, config.output_adapter))
                 if wanted]
 
     def create_wrapper(self, module, module_name, adapter_name, config):

@@ -7,7 +7,9 @@ adapter_config.json has exactly the fields peft expects).
 import re
 from dataclasses import dataclass
 
-from ..config import PeftConfig
+from peftlab.config import PeftConfig
+
+__all__ = ["LayerMethodConfig"]
 
 
 @dataclass

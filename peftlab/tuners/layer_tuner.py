@@ -23,11 +23,15 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..inject import find_modules_to_save, find_targets, replace_module, type_names
+from peftlab.config import TASK_HEADS
+from peftlab.tuners.targeting import find_modules_to_save, find_targets, replace_module, type_names
+
 from .layer import BaseTunerLayer
 from .modules_to_save import ModulesToSaveWrapper
 from .tuner import BASE_ADAPTER_NAME, BaseTuner
 from .wrapper import AdapterWrapper
+
+__all__ = ["LayerTuner"]
 
 PREFIX = "base_model.model."   # peft nests your model twice: PeftModel.base_model.model
 # peft saves the embedding matrices with an adapter whose target_modules name one of these.
@@ -74,11 +78,12 @@ class LayerTuner(BaseTuner):
         return tuple(t for t in cls.layers if issubclass(t, (nn.Linear, Conv1D)))
 
     # --- hooks a method may override ---------------------------------------------------------
-    def default_target_modules(self, model: nn.Module, config) -> list[str] | str | None:
+    @classmethod
+    def default_target_modules(cls, model: nn.Module, config) -> list[str] | str | None:
         """target_modules for a config that names none: the method's default for this architecture
-        (None: no default, and find_targets asks for target_modules)."""
+        (None: no default, and find_targets asks for target_modules). The one place that decides."""
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        return list(self.default_targets[model_type]) if model_type in self.default_targets else None
+        return list(cls.default_targets[model_type]) if model_type in cls.default_targets else None
 
     def prepare_config(self, config) -> None:
         """Complete `config` (a private copy) for this model, e.g. record facts peft saves."""
@@ -113,7 +118,7 @@ class LayerTuner(BaseTuner):
         self.check_new_adapter(config)
         model = self.model
         targets = find_targets(model, config, self)   # without a default for this model: an error
-        optional = ("classifier", "score") if config.task_type == "SEQ_CLS" else ()   # peft's defaults
+        optional = TASK_HEADS.get(config.task_type, ())
         to_save = find_modules_to_save(model, [*(config.modules_to_save or []), *optional], optional)
         if for_loading and self.rewrites_base_weights(config):
             # If the folder then turns out to be unusable, the base must come back bit for bit,

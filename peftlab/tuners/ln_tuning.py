@@ -23,6 +23,7 @@ from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig
 from .layer_tuner import LayerTuner
 from .registry import register_method
+from .targeting import is_norm
 
 
 @dataclass
@@ -30,14 +31,6 @@ class LNTuningConfig(LayerMethodConfig):
     """LayerNorm tuning, as `peft.LNTuningConfig`: target_modules names the norms to tune (None:
     every norm of the block, for known architectures)."""
     peft_type: ClassVar[str] = "LN_TUNING"
-
-
-NORM_TYPES = tuple(t for t in (nn.LayerNorm, getattr(nn, "RMSNorm", None), nn.GroupNorm) if t)   # RMSNorm: torch>=2.4
-
-
-def is_norm(module: nn.Module) -> bool:
-    """LayerNorm, RMSNorm and GroupNorm, torch's or a model's own (LlamaRMSNorm...)."""
-    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
 class LNTuningLayer(BaseTunerLayer):

@@ -20,6 +20,7 @@ Wrappers (names and weight layout as in `peft`, so adapters load in both):
 - LoraEmbedding for nn.Embedding: an embedding is a linear map of a one-hot token, so the same
   A (r, vocab) and B (dim, r) apply; A is read by row lookup. peft names them
   `lora_embedding_A` / `lora_embedding_B` and, there, starts A at zero and B random.
+The config (LoraConfig) and the default targets: tuners/lora_config.py.
 Variants change the forward and the merge of one adapter: DoRA (tuners/dora.py). PiSSA
 (tuners/pissa.py) changes only the initialisation.
 
@@ -27,70 +28,23 @@ Dtypes: for fp16/bf16 bases the adapter weights and the adapter's arithmetic are
 `layer.compute_dtype`); the sum is cast back to the base output's dtype.
 """
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..nf4 import Linear4bit
+from peftlab.nf4 import Linear4bit
+
 from . import pissa
 from .conv import CONV_TYPES, check_conv
 from .dora import DoraVariant
 from .layer import BaseTunerLayer
-from .layer_config import LayerMethodConfig, LayerSelection, check_ranks, pattern_value
+from .layer_config import pattern_value
 from .layer_tuner import LayerTuner, record_fan_in_fan_out
+from .lora_config import LORA_DEFAULT_TARGETS, LoraConfig
 from .lora_merging import add_weighted_adapter
 from .registry import register_method
-
-LORA_INITS = (True, False, "gaussian", "pissa")
-
-
-@dataclass
-class LoraConfig(LayerSelection, LayerMethodConfig):
-    """LoRA and its variants, as `peft.LoraConfig`.
-
-    r: rank of the update B @ A.   lora_alpha: the update is scaled by lora_alpha / r, or by
-    lora_alpha / sqrt(r) with use_rslora (rank-stabilized LoRA).
-    rank_pattern / alpha_pattern: {pattern: value} overriding r / lora_alpha for the modules
-        whose name ends with the pattern (a regular expression), e.g. {"down_proj": 16}.
-    use_dora: DoRA, weight-decomposed LoRA (arXiv:2402.09353), see tuners/dora.py.
-    init_lora_weights: True = A Kaiming-uniform, B = 0 (the update starts at zero);
-        "gaussian" = A ~ N(0, 1/r), B = 0; "pissa" = A, B from the top-r singular vectors of W
-        (arXiv:2404.02948; rewrites the base weight, see tuners/pissa.py); False = A and B both
-        random, so the adapter changes the output from the start (useful in tests only).
-    bias: "none", "all" (train every bias of the model) or "lora_only" (biases of the wrapped
-        layers). Trained biases are base weights: disabling the adapter does not undo them.
-    fan_in_fan_out: True when the base layer stores its weight as (in, out), like GPT-2's
-        Conv1D. peftlab detects Conv1D and records it in the adapter's config, as peft does.
-    """
-    peft_type: ClassVar[str] = "LORA"
-
-    r: int = 8
-    lora_alpha: float = 8
-    lora_dropout: float = 0.0
-    fan_in_fan_out: bool = False
-    bias: str = "none"
-    use_rslora: bool = False
-    use_dora: bool = False
-    init_lora_weights: bool | str = True
-    rank_pattern: dict = field(default_factory=dict)
-    alpha_pattern: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_layer_selection()
-        check_ranks(self.r, self.rank_pattern)
-        if self.bias not in ("none", "all", "lora_only"):
-            raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
-        if self.init_lora_weights not in LORA_INITS or isinstance(self.init_lora_weights, int) \
-                and not isinstance(self.init_lora_weights, bool):
-            raise ValueError(f"init_lora_weights={self.init_lora_weights!r} is not implemented in peftlab; "
-                             f"choose one of {', '.join(map(repr, LORA_INITS))}.")
 
 
 class LoraLayer(BaseTunerLayer):
@@ -121,6 +75,14 @@ class LoraLayer(BaseTunerLayer):
     def sees_base_input(self, name: str) -> bool:
         """Do the factors read exactly what the base layer read (no dropout at work)?"""
         return True
+
+    def create_factors(self, name: str, r: int, in_features: int, out_features: int, dtype, device) -> None:
+        """Create adapter `name`'s A (r, in) and B (out, r), uninitialised, in this layer's layout."""
+        raise NotImplementedError
+
+    def init_factors(self, name: str, init) -> None:
+        """Initialise A and B as `init` (a value of LoraConfig.init_lora_weights) says."""
+        raise NotImplementedError
 
     def magnitude_shape(self, out_features: int) -> tuple[int, ...]:
         """The shape DoRA's magnitude vector is stored (and saved) in, peft's layout."""
@@ -200,18 +162,18 @@ class LoraLinear(LoraLayer):
         self.lora_B[name] = nn.Linear(r, out_features, bias=False, dtype=dtype, device=device)
 
     def init_factors(self, name, init):
-        A, B = self.A(name), self.B(name)
-        if init == "pissa":
-            return pissa.init(self, name)
-        if init is True:         # nn.Linear's own init for A; B = 0 makes the update start at 0
-            nn.init.kaiming_uniform_(A, a=math.sqrt(5))
-        elif init == "gaussian":
-            nn.init.normal_(A, std=1 / self.r[name])
-        else:                    # False: both random, the adapter acts from the start (tests)
-            nn.init.kaiming_uniform_(A, a=math.sqrt(5))
-            nn.init.kaiming_uniform_(B, a=math.sqrt(5))
+        if init == "pissa":      # A and B from W's top singular vectors; W keeps the rest
+            pissa.init(self, name)
             return
-        nn.init.zeros_(B)
+        A, B = self.A(name), self.B(name)
+        if init == "gaussian":
+            nn.init.normal_(A, std=1 / self.r[name])
+        else:                    # True and False: nn.Linear's own init for A
+            nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+        if init is False:        # B random too: the adapter acts from the start (tests)
+            nn.init.kaiming_uniform_(B, a=math.sqrt(5))
+        else:                    # B = 0: the update starts at zero
+            nn.init.zeros_(B)
 
     def base_forward(self, x, *args, **kwargs):
         return pissa.original_output(self, x, self.base_layer(x, *args, **kwargs))
@@ -313,13 +275,7 @@ class LoraModel(LayerTuner):
     layers = {nn.Linear: LoraLinear, Conv1D: LoraLinear, Linear4bit: LoraLinear, nn.Embedding: LoraEmbedding,
               **dict.fromkeys(CONV_TYPES, LoraConv)}
     all_linear = (nn.Linear, Conv1D, Linear4bit)
-    # Targets used when target_modules is None (a subset of peft's table).
-    default_targets = {
-        "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-        "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
-        "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
-        "gpt_neox": ["query_key_value"],
-    }
+    default_targets = LORA_DEFAULT_TARGETS
 
     def prepare_config(self, config):
         record_fan_in_fan_out(self, config)

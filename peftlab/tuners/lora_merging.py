@@ -31,7 +31,8 @@ from dataclasses import replace
 
 import torch
 
-from ..merging import merge
+from peftlab.merging import merge
+
 from .modules_to_save import ModulesToSaveWrapper
 
 SAME_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")

@@ -21,14 +21,10 @@ from torch import nn
 
 from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig, LayerSelection, check_ranks, pattern_value
+from .lora_config import LORA_DEFAULT_TARGETS
 
-# peft uses LoRA's table of default targets for both methods (a subset here, as in tuners/lora.py).
-DEFAULT_TARGETS = {
-    "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
-    "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
-    "gpt_neox": ["query_key_value"],
-}
+# peft uses LoRA's table of default targets for both methods.
+DEFAULT_TARGETS = LORA_DEFAULT_TARGETS
 
 
 @dataclass

@@ -11,6 +11,8 @@ from torch import nn
 
 from .wrapper import AdapterWrapper, route_rows
 
+__all__ = ["ModulesToSaveWrapper"]
+
 
 class ModulesToSaveWrapper(AdapterWrapper):
     """The original module and one trainable full copy per adapter; the active copy runs."""

@@ -32,6 +32,8 @@ from torch import nn
 from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
 from .registry import register_method
 
+__all__ = ["PromptEncoderConfig", "PromptEncoderReparameterizationType"]
+
 
 class PromptEncoderReparameterizationType(str, Enum):
     MLP = "MLP"

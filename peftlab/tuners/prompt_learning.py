@@ -23,10 +23,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import PeftConfig
+from peftlab.config import PeftConfig
+
 from . import soft_prompts
-from .layer import compute_dtype
-from .tuner import BaseTuner
+from .tuner import BaseTuner, compute_dtype
+
+__all__ = ["PromptLearningConfig", "PromptLearningTuner", "SoftPromptEncoder"]
 
 PROMPT_KEY = "prompt_embeddings"   # the one tensor of a soft-prompt adapter file
 

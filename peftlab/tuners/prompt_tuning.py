@@ -35,6 +35,8 @@ from torch import nn
 from .prompt_learning import PromptLearningConfig, PromptLearningTuner, SoftPromptEncoder
 from .registry import register_method
 
+__all__ = ["PromptTuningConfig", "PromptTuningInit"]
+
 
 class PromptTuningInit(str, Enum):
     """peft's init names; a str Enum, so PromptTuningInit.TEXT == "TEXT"."""

@@ -10,7 +10,7 @@ A method plugs in with one decorator on its tuner class:
 
 and `get_peft_model`, `PeftModel.from_pretrained` and `PeftConfig.from_pretrained` know it.
 """
-from ..config import register_config
+from peftlab.config import register_config
 
 TUNERS: dict[str, type] = {}
 

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..batching import IGNORE_INDEX
+# The label that transformers' losses skip (CrossEntropyLoss's ignore_index): virtual tokens get it.
+IGNORE_INDEX = -100
 
 
 # --- checking the model and completing the config ---------------------------------------------

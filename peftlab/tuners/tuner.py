@@ -20,7 +20,22 @@ from torch import nn
 
 from .wrapper import PassThrough
 
+__all__ = ["BaseTuner"]
+
 BASE_ADAPTER_NAME = "__base__"   # in mixed batches: "this example uses no adapter"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Adapter weights and their arithmetic: fp32 for fp16/bf16 bases, else the base dtype.
+
+    Why (peft does the same): an optimizer step changes a weight by lr * update, often less
+    than bf16 can represent (8 significant bits: a change below ~0.4% of a weight is rounded
+    away), so bf16 adapter weights would silently stop learning. Adapters are tiny, so fp32
+    costs little. The adapter path casts its input up to fp32 and its output back to the
+    base's dtype. So cast the base model *before* get_peft_model: `peft_model.to(bfloat16)`
+    afterwards casts the adapters too (as in peft), and they then train in bf16.
+    """
+    return torch.promote_types(dtype, torch.float32)
 
 
 class BaseTuner(PassThrough):

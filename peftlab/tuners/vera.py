@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .layer import BaseTunerLayer, compute_dtype
+from .layer import BaseTunerLayer
 from .layer_config import LayerMethodConfig, LayerSelection
 from .layer_tuner import LayerTuner, record_fan_in_fan_out, visible_layer
+from .lora_config import LORA_DEFAULT_TARGETS
 from .registry import register_method
+from .tuner import compute_dtype
 
 VERA_BIAS = ("none", "all", "vera_only")
 
@@ -187,13 +189,8 @@ class VeraModel(LayerTuner):
     config_class = VeraConfig
     layers = {nn.Linear: VeraLinear, Conv1D: VeraLinear}
     shared_state_names = ("vera_A", "vera_B")
-    # Targets used when target_modules is None (a subset of peft's table, which is LoRA's plus phi).
-    default_targets = {
-        "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-        "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "phi": ["q_proj", "v_proj"],
-        "opt": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "bert": ["query", "value"], "roberta": ["query", "value"],
-        "gpt_neox": ["query_key_value"],
-    }
+    # Targets used when target_modules is None: peft's table for VeRA is LoRA's plus phi.
+    default_targets = {**LORA_DEFAULT_TARGETS, "phi": ["q_proj", "v_proj"]}
 
     def __init__(self, model: nn.Module):
         super().__init__(model)

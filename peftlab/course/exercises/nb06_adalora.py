@@ -1,0 +1,137 @@
+"""Checkers for 06_adalora."""
+from types import SimpleNamespace
+
+import torch
+
+from peftlab.tuners.adalora_allocator import RankAllocator
+
+from .checking import Verdict, attempted, call_stub, report
+
+# pico-llama-1m: 4 decoder layers, width 128; v_proj has 64 outputs (2 key/value heads of 32).
+LAYERS, WIDTH, V_OUT = 4, 128, 64
+
+
+def check_adalora_parameter_count(answer) -> Verdict:
+    """🌱 Numbers AdaLoRA trains with init_r=12 on q_proj and v_proj of pico-llama-1m."""
+    if not attempted(answer):
+        return report("AdaLoRA parameter count", None)
+    r = 12
+
+    def count(rank, plus_one=True, v_out=V_OUT):
+        return LAYERS * sum(rank * (WIDTH + out + plus_one) for out in (WIDTH, v_out))
+
+    right = count(r)
+    if answer == right:
+        return report("AdaLoRA parameter count", True,
+                      f"{right:,}: r (in + out + 1) per layer, P and Q plus one λ per triplet. They all train until "
+                      "the end, masked or not.")
+    if answer == count(r, plus_one=False):
+        return report("AdaLoRA parameter count", False, "that is LoRA's count: each triplet has its λ too, r more per layer.")
+    if answer == count(r, v_out=WIDTH):
+        return report("AdaLoRA parameter count", False, "v_proj maps 128 to 64 here (grouped keys and values).")
+    if answer == count(4):
+        return report("AdaLoRA parameter count", False,
+                      "masking zeroes λ but keeps P, Q and λ training: count init_r, not target_r.")
+    if answer == count(r) // LAYERS:
+        return report("AdaLoRA parameter count", False, "that is one decoder layer; the model has 4.")
+    return report("AdaLoRA parameter count", False,
+                  "per layer: P (out x r) + λ (r) + Q (r x in), for q_proj and v_proj in each of 4 layers.")
+
+
+SCHEDULES = [   # (init budget, target budget, tinit, tfinal, total_step, deltaT)
+    (96, 32, 10, 20, 100, 1),
+    (168, 56, 5, 5, 30, 2),
+    (12, 4, 0, 0, 7, 1),
+]
+
+
+def _library_budget(b0, bT, tinit, tfinal, total, delta_t, step) -> int:
+    config = SimpleNamespace(tinit=tinit, tfinal=tfinal, total_step=total, deltaT=delta_t)
+    allocator = SimpleNamespace(config=config, init_budget=b0, target_budget=bT)
+    return RankAllocator.budget_schedule(allocator, step)[0]
+
+
+def check_budget(fn) -> Verdict:
+    """🌿 budget(step, init_budget, target_budget, tinit, tfinal, total_step) -> triplets to keep."""
+    for b0, bT, tinit, tfinal, total, delta_t in SCHEDULES:
+        for step in range(total + 1):
+            got = call_stub(fn, step, b0, bT, tinit, tfinal, total)
+            if not attempted(got):
+                return report("budget schedule", None)
+            expected = _library_budget(b0, bT, tinit, tfinal, total, delta_t, step)
+            if got == expected and isinstance(got, int):
+                continue
+            where = f"budget({step}, {b0}, {bT}, tinit={tinit}, tfinal={tfinal}, total_step={total})"
+            if not isinstance(got, int) and got == expected:
+                hint = "return an int (round down, as int() does): a budget counts triplets."
+            elif step <= tinit:
+                hint = "during the warm-up (step <= tinit) every triplet is kept."
+            elif step >= total - tfinal:
+                hint = "from step total_step - tfinal on, the budget is the target."
+            else:
+                progress = (step - tinit) / (total - tfinal - tinit)
+                linear = int(bT + (b0 - bT) * (1 - progress))
+                hint = ("the decrease is cubic: (1 - progress) ** 3, not linear." if got == linear else
+                        "between the phases: target + (init - target) * (1 - (step - tinit) / "
+                        "(total_step - tfinal - tinit)) ** 3, rounded down.")
+            return report("budget schedule", False, f"{where} gave {got!r}, expected {expected}; {hint}")
+    return report("budget schedule", True,
+                  "fast at first, slow near the target: most triplets go early, and the last choices, the "
+                  "hardest ones, get the most steps of evidence.")
+
+
+def _score_case(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"q_proj": torch.rand(6, generator=g), "v_proj": torch.rand(6, generator=g) * 0.5,
+            "down_proj": torch.rand(4, generator=g) * 2}
+
+
+def _expected_mask(scores: dict, budget: int) -> dict[str, list[bool]]:
+    ranked = torch.cat(list(scores.values())).sort(descending=True).values
+    threshold = ranked[budget - 1]
+    return {name: (s >= threshold).tolist() for name, s in scores.items()}
+
+
+def _shared_evenly(scores: dict, kept: dict, budget: int) -> bool:
+    """Each layer kept its own best triplets, about budget / layers of them (a per-layer top-k)."""
+    share = budget / len(scores)
+    for name, s in scores.items():
+        n = sum(kept[name])
+        if not share - 1 < n < share + 1 or set(s.argsort(descending=True)[:n].tolist()) != \
+                {i for i, k in enumerate(kept[name]) if k}:
+            return False
+    return True
+
+
+def check_mask_to_budget(fn) -> Verdict:
+    """🌳 mask_to_budget(scores, budget) -> {layer: [kept?] per triplet}, the `budget` best over all layers."""
+    for budget in (8, 3, 15):
+        scores = _score_case(budget)
+        got = call_stub(fn, {k: v.clone() for k, v in scores.items()}, budget)
+        if not attempted(got):
+            return report("mask to budget", None)
+        if not isinstance(got, dict) or set(got) != set(scores):
+            return report("mask to budget", False, f"return a dict with one entry per layer: {sorted(scores)}.")
+        try:
+            kept = {k: [bool(x) for x in got[k]] for k in scores}
+        except TypeError:
+            return report("mask to budget", False, "each layer's entry should be a list of booleans, one per triplet.")
+        if any(len(kept[k]) != len(scores[k]) for k in scores):
+            return report("mask to budget", False, "one boolean per triplet of the layer.")
+        expected = _expected_mask(scores, budget)
+        if kept == expected:
+            continue
+        total = sum(map(sum, kept.values()))
+        lowest = _expected_mask({k: -v for k, v in scores.items()}, budget)
+        if kept == lowest:
+            hint = "these are the least important triplets: keep the highest scores."
+        elif _shared_evenly(scores, kept, budget):
+            hint = ("that shares the budget evenly between the layers, which is LoRA's choice; AdaLoRA ranks "
+                    "all triplets together, so an important layer can keep more.")
+        elif total != budget:
+            hint = f"{total} triplets kept for a budget of {budget}."
+        else:
+            hint = "rank the triplets of all layers together and keep the best `budget` of them."
+        return report("mask to budget", False, f"budget {budget}: {hint}")
+    return report("mask to budget", True,
+                  "one ranking across the model: that is what lets AdaLoRA give one layer more rank than another.")

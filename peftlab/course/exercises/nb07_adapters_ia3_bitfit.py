@@ -1,0 +1,91 @@
+"""Checkers for 07_adapters_ia3_bitfit."""
+import copy
+
+import torch
+
+from peftlab.tuners.targeting import is_norm
+
+from .checking import Verdict, attempted, call_stub, report
+
+
+def check_houlsby_parameter_count(answer) -> Verdict:
+    """🌱 Trained numbers of Houlsby adapters (after attention and after the feed-forward block,
+    reduction factor 16) in a BERT-base-shaped model: 12 layers, width 768."""
+    if not attempted(answer):
+        return report("Houlsby parameter count", None)
+    layers, d, m = 12, 768, 768 // 16
+    one = 2 * d * m + m + d                     # down (m x d) + its bias, up (d x m) + its bias
+    right = layers * 2 * one
+    if answer == right:
+        return report("Houlsby parameter count", True,
+                      f"{right:,}: about {right / 110e6:.1%} of BERT-base's 110M, and the adapters stay at inference.")
+    if answer == layers * 2 * 2 * d * m:
+        return report("Houlsby parameter count", False, "the two small layers have biases too: m + d per adapter.")
+    if answer == layers * one:
+        return report("Houlsby parameter count", False, "that is one adapter per layer (Pfeiffer); Houlsby puts two.")
+    if answer == layers * 2 * (2 * d * 16 + 16 + d):
+        return report("Houlsby parameter count", False, "the reduction factor divides the width: m = 768 / 16 = 48.")
+    return report("Houlsby parameter count", False,
+                  "per adapter: down (m x d) + m + up (d x m) + d with m = d / 16; two adapters per layer.")
+
+
+def _ia3_case(feedforward: bool):
+    # square on purpose: rows and columns, bias scaled or not, all give answers of the right shape
+    g = torch.Generator().manual_seed(3 if feedforward else 4)
+    W, b = torch.randn(4, 4, generator=g), torch.randn(4, generator=g)
+    return W, b, torch.rand(4, generator=g) + 0.5
+
+
+def check_merge_ia3(fn) -> Verdict:
+    """🌿 merge_ia3(W, b, l, feedforward) -> (W', b') with W' x + b' equal to the rescaled layer."""
+    results = {}
+    for feedforward in (False, True):
+        W, b, vector = _ia3_case(feedforward)
+        results[feedforward] = call_stub(fn, W.clone(), b.clone(), vector.clone(), feedforward)
+        if not attempted(results[feedforward]):
+            return report("merge (IA)³", None)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
+    for feedforward, result in results.items():
+        W, b, vector = _ia3_case(feedforward)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            return report("merge (IA)³", False, "return a pair: (merged weight, merged bias).")
+        W2, b2 = result
+        expected = (x * vector) @ W.T + b if feedforward else (x @ W.T + b) * vector
+        if tuple(W2.shape) != (4, 4):
+            return report("merge (IA)³", False, f"the merged weight has shape {tuple(W2.shape)}; keep W's (out, in).")
+        if torch.allclose(x @ W2.T + b2, expected, atol=1e-5):
+            continue
+        if feedforward and torch.allclose(x @ W2.T + b, expected, atol=1e-5):
+            return report("merge (IA)³", False,
+                          "the weight is right; on a feed-forward layer l rescales the input, W (l * x) + b: "
+                          "the bias is not scaled.")
+        if not feedforward and torch.allclose(x @ W2.T + b * vector, expected, atol=1e-5):
+            return report("merge (IA)³", False, "the weight is right; l * (W x + b) scales the bias too.")
+        which = "columns (one per input)" if feedforward else "rows (one per output)"
+        return report("merge (IA)³", False, f"{'feed-forward' if feedforward else 'key/value'} case: "
+                      f"l multiplies W's {which}.")
+    return report("merge (IA)³", True,
+                  "a rescaled layer is a linear layer again: merged, (IA)³ costs nothing at inference.")
+
+
+def check_train_only(fn, model) -> Verdict:
+    """🌳 train_only(model, kind) freezes everything but the bias terms ("bias") or the
+    normalisation layers' parameters ("norm"), and returns the number of trainable parameters."""
+    counts = {}
+    for kind in ("bias", "norm"):
+        candidate = copy.deepcopy(model)
+        counts[kind] = call_stub(fn, candidate, kind)
+        if not attempted(counts[kind]):
+            return report("train only", None)
+        norms = {f"{n}." for n, m in model.named_modules() if is_norm(m)}
+        expected = {n for n, _ in model.named_parameters()
+                    if (n.endswith(".bias") if kind == "bias" else any(n.startswith(p) for p in norms))}
+        got = {n for n, p in candidate.named_parameters() if p.requires_grad}
+        if got != expected:
+            extra, missing = sorted(got - expected)[:2], sorted(expected - got)[:2]
+            return report("train only", False, f"kind {kind!r}: {'also trains ' + str(extra) if extra else ''}"
+                          f"{' and ' if extra and missing else ''}{'misses ' + str(missing) if missing else ''}.")
+        if counts[kind] != sum(p.numel() for p in candidate.parameters() if p.requires_grad):
+            return report("train only", False, f"kind {kind!r}: return the number of trainable parameters.")
+    return report("train only", True, f"BitFit trains {counts['bias']:,} numbers here, LayerNorm tuning "
+                  f"{counts['norm']:,}: both leave every weight matrix alone.")

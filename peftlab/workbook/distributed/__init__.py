@@ -1,0 +1,27 @@
+"""Data-parallel fine-tuning with torch.distributed: the workbook's `train()` loop on several processes.
+
+    torchrun --standalone --nproc_per_node=2 -m peftlab.workbook.distributed --method lora --out adapters/ddp
+    python -m peftlab.workbook.distributed --check   # 2 ranks against 1 process: same adapter? (`make test` runs it)
+    accelerate launch --multi_gpu --num_processes 2 -m peftlab.workbook.distributed ...   # GPUs, with accelerate
+
+Every rank (one process; one GPU each on a GPU machine) holds a whole copy of the model and trains on
+its share of each batch. DistributedDataParallel (DDP; Li et al. 2020, *PyTorch Distributed*,
+arXiv:2006.15704) all-reduces the gradients during the backward pass, so every rank takes the same
+optimizer step from the same averaged gradient, as one process on the whole batch would. DDP gives
+its hooks only to parameters that require grad: with a frozen base, only the adapter's gradients
+travel, and the bytes all-reduced per step are the trainable fraction of full fine-tuning's.
+
+    rank 0:  rows 0..B/2-1  -> forward, backward -\
+                                                   all-reduce (average) of the trainable gradients
+    rank 1:  rows B/2..B-1  -> forward, backward -/   -> the same AdamW step on every rank
+
+Nothing in `train()` knows about this: it gets the DDP-wrapped model and a `ShardedCollator`.
+The backend is gloo on CPUs and nccl on CUDA GPUs (`LOCAL_RANK` picks the GPU); the code is the same.
+A rank that dies or stops answering ends the job with an error after `--timeout` seconds at the
+latest (the process group's timeout), never a hang. The job: runner.py (one rank); the
+`--check`: check.py; the command line: __main__.py.
+"""
+from .runner import METHODS, RUN_FILE, ShardedCollator, build_model, lost_contact, parser, run_rank, save_on_rank_zero
+
+__all__ = ["METHODS", "RUN_FILE", "ShardedCollator", "build_model", "lost_contact", "parser", "run_rank",
+           "save_on_rank_zero"]
