@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A code span that names a file or folder of the repository ("tuners/lora.py", "benchmarks/").
 PATH_SPAN = re.compile(r"`((?:[\w.-]+/)*[\w.-]+\.(?:py|md|json|cfg|toml)|[\w.-]+/)`")
-SEARCHED = ["", "peftlab", "peftlab/tuners", "peftlab/workbook", "peftlab/course", "tests", "docs", "benchmarks", "data", "notebooks"]
+SEARCHED = ["", "peftlab", "peftlab/tuners", "peftlab/workbook", "peftlab/course",
+            "tests", "docs", "benchmarks", "data", "notebooks"]
 
 
 def named_paths(text: str) -> set[str]:
