@@ -16,6 +16,9 @@ are ignored when they are empty or off, and refused when they are set, because l
 silently would compute something other than what was trained (e.g. `layer_replication`).
 """
 import json
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -67,6 +70,52 @@ def register_config(cls):
     return cls
 
 
+def _type_name(kind) -> str:
+    if kind is type(None):
+        return "null"
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}s"
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string",
+            dict: "an object (dict)"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _fits(value, kind) -> bool:
+    """Does `value` have the declared type `kind`? A bool is a bool (not an int, not "false"); a
+    float is finite; a list's entries have the entries' type (a tuple counts as a list)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_fits(v, typing.get_args(kind)[0]) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is dict:
+        return isinstance(value, dict)
+    return True   # a type this check does not know: the method's own checks decide
+
+
+def check_field_types(config) -> None:
+    """Every field of `config` has its declared type: the first that does not names the field, the
+    value and what is allowed (a string "false" would read as true; NaN would make every logit NaN)."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not _fits(value, hints[f.name]):
+            raise ValueError(f"{type(config).__name__}.{f.name} = {value!r} is not allowed: it must be "
+                             f"{_type_name(hints[f.name])}.")
+
+
 def _is_off(value) -> bool:
     """True for the 'not used' values peft writes for features that are switched off."""
     return value is None or value is False or (isinstance(value, (dict, list, str)) and not value)
@@ -85,6 +134,7 @@ class PeftConfig:
     def __post_init__(self):
         if isinstance(self.task_type, Enum):
             self.task_type = self.task_type.value
+        check_field_types(self)
 
     def to_dict(self) -> dict:
         return {"peft_type": self.peft_type, **asdict(self)}
@@ -93,8 +143,14 @@ class PeftConfig:
     def from_dict(cls, data: dict) -> "PeftConfig":
         """Build the config `data["peft_type"]` names (any registered method when called on
         PeftConfig itself, or exactly `cls` when called on a method's config class)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"An adapter config must be a JSON object ({{\"peft_type\": ..., ...}}), "
+                             f"not {type(data).__name__}: {str(data)[:80]!r}.")
+        if "peft_type" not in data:
+            raise ValueError(f"The adapter config has no peft_type, so its method is unknown; it must name "
+                             f"one of: {', '.join(sorted(CONFIG_REGISTRY))}.")
         peft_type = data.get("peft_type")
-        if peft_type not in CONFIG_REGISTRY:
+        if not isinstance(peft_type, str) or peft_type not in CONFIG_REGISTRY:
             raise ValueError(
                 f"Unknown peft_type {peft_type!r} in the adapter config. peftlab implements: "
                 f"{', '.join(sorted(CONFIG_REGISTRY))}. An adapter of another method cannot be loaded here.")
@@ -114,10 +170,13 @@ class PeftConfig:
                 "trained, so it is refused. Use `peft` for this adapter, or retrain it without them.")
         return target(**{k: v for k, v in data.items() if k in known})
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
     def save_pretrained(self, save_directory) -> None:
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        (path / CONFIG_NAME).write_text(self.to_json())
 
     @classmethod
     def from_pretrained(cls, directory) -> "PeftConfig":

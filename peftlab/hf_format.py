@@ -18,13 +18,14 @@ Only JSON and safetensors are read or written, never pickle: `torch.load` of an 
 copies anything, so a failed load leaves the model as it was.
 """
 import copy
+import os
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from peftlab.config import PeftConfig
+from peftlab.config import CONFIG_NAME, PeftConfig
 from peftlab.tuners.registry import tuner_for
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -48,16 +49,33 @@ def set_peft_model_state_dict(peft_model, peft_model_state_dict: dict[str, torch
 
 
 def save_adapter(peft_model, adapter_name: str, directory) -> None:
-    """Write one adapter of a PeftModel as a PEFT folder."""
+    """Write one adapter of a PeftModel as a PEFT folder, atomically: both files are written whole
+    under temporary names in the folder first, then moved into place (weights, then config), so a
+    save that fails at any point leaves the folder's previous adapter as it was, never a new
+    config beside old weights (which would load, silently, with the wrong scaling)."""
     config = copy.copy(peft_model.peft_config[adapter_name])
     config.inference_mode = True   # as peft: a saved adapter loads frozen unless asked otherwise
     if config.base_model_name_or_path is None:   # informative; "" for a model built from a config
         config.base_model_name_or_path = getattr(peft_model.get_base_model(), "name_or_path", None) or None
-    config.save_pretrained(directory)
-    # safetensors wants contiguous CPU tensors that share no memory.
-    tensors = {k: v.detach().to("cpu").contiguous().clone()
-               for k, v in get_peft_model_state_dict(peft_model, adapter_name).items()}
-    save_file(tensors, str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = {folder / WEIGHTS_NAME: folder / f".{WEIGHTS_NAME}.{os.getpid()}.tmp",
+              folder / CONFIG_NAME: folder / f".{CONFIG_NAME}.{os.getpid()}.tmp"}
+    weights_tmp, config_tmp = staged.values()
+    try:
+        # safetensors wants contiguous CPU tensors that share no memory.
+        tensors = {k: v.detach().to("cpu").contiguous().clone()
+                   for k, v in get_peft_model_state_dict(peft_model, adapter_name).items()}
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+        config_tmp.write_text(config.to_json())
+        for tmp in (weights_tmp, config_tmp):
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())   # on disk before the names change
+        for final, tmp in staged.items():
+            os.replace(tmp, final)     # atomic on POSIX and Windows
+    finally:
+        for tmp in (weights_tmp, config_tmp):
+            tmp.unlink(missing_ok=True)
 
 
 def read_adapter(directory, is_trainable: bool = False, config: PeftConfig | None = None):
@@ -81,10 +99,43 @@ def read_weights(directory) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"No {WEIGHTS_NAME} in {Path(directory)}; save an adapter there with "
                                 "`model.save_pretrained(folder)`.")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as err:   # safetensors raises its own error types for broken files
         raise ValueError(f"Could not read {path}: {err}. The file is corrupted or truncated (an "
                          "interrupted save or copy?); save or download the adapter again.") from None
+    check_finite(tensors, path)
+    return tensors
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source) -> None:
+    """Refuse NaN or inf in an adapter's weights: loaded, they would make every logit NaN."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{source} holds non-finite weights (NaN or inf) in {_listing(bad)}; loaded, they would "
+                         "make every output NaN. The adapter diverged in training or the file was damaged: "
+                         "retrain it (a lower learning rate) or save it again.")
+
+
+# Config fields that size what an adapter builds (ranks, prompt lengths): checked against the base
+# model and the file before anything is allocated.
+SIZE_FIELDS = ("r", "init_r", "target_r", "num_virtual_tokens")
+
+
+def check_sizes(config: PeftConfig, tensors: dict[str, torch.Tensor], model) -> None:
+    """A size in a config read from a file cannot exceed every dimension of the base model and of
+    the file's own tensors: no rank or prompt length needs more (a rank is at most the smaller side
+    of a matrix). A larger one (r = 10**9) would reach the allocator before any shape check."""
+    dims = [d for t in (*tensors.values(), *model.parameters(), *model.buffers()) for d in t.shape]
+    largest = max(dims, default=0)
+    sizes = {name: getattr(config, name) for name in SIZE_FIELDS if isinstance(getattr(config, name, None), int)}
+    for name in ("rank_pattern",):
+        sizes |= {f"{name}[{k!r}]": v for k, v in (getattr(config, name, None) or {}).items() if isinstance(v, int)}
+    too_large = {name: size for name, size in sizes.items() if size > largest}
+    if too_large:
+        listing = ", ".join(f"{name}={size:,}" for name, size in too_large.items())
+        raise ValueError(f"The adapter config asks for {listing}, more than any dimension of this base model or of "
+                         f"the saved tensors (at most {largest:,}): the config does not belong to these weights "
+                         "or was altered. Nothing was built.")
 
 
 def _listing(keys, n=5) -> str:

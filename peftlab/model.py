@@ -16,7 +16,7 @@ from torch import nn
 
 from peftlab.config import PeftConfig
 from peftlab.counting import parameter_counts
-from peftlab.hf_format import read_adapter, save_adapter, set_peft_model_state_dict
+from peftlab.hf_format import check_sizes, read_adapter, save_adapter, set_peft_model_state_dict
 from peftlab.tuners.registry import tuner_for
 from peftlab.tuners.targeting import refuse_double_injection
 from peftlab.tuners.wrapper import PassThrough
@@ -138,6 +138,7 @@ class PeftModel(PassThrough):
         """Wrap `model` with the adapter saved in folder `model_id` (by peftlab or peft).
         If loading fails, `model` is left as it was."""
         config, tensors = read_adapter(model_id, is_trainable, config)
+        check_sizes(config, tensors, model)
         peft_model = cls.__new__(cls)   # the adapter comes from the folder, not from a fresh init
         peft_model._wrap(model, config.peft_type)
         try:
@@ -153,6 +154,7 @@ class PeftModel(PassThrough):
     def load_adapter(self, model_id, adapter_name: str, is_trainable: bool = False) -> None:
         """Add the adapter saved in folder `model_id` under `adapter_name` (not activated)."""
         config, tensors = read_adapter(model_id, is_trainable)
+        check_sizes(config, tensors, self.get_base_model())
         self._add_saved_adapter(adapter_name, config, tensors)
 
     def _add_saved_adapter(self, adapter_name: str, config: PeftConfig, tensors: dict) -> None:

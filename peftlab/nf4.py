@@ -125,8 +125,19 @@ class NF4Tensor:
         return 8 * self.nbytes / self.shape.numel()
 
 
+def check_quantizable(weight: torch.Tensor, block_size, name: str = "the weight") -> None:
+    """A block size is a positive integer; a weight is finite: one NaN or inf makes its block's absmax
+    NaN, so the whole block (with double quantization, the whole layer) dequantizes to NaN."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive integer (64 in QLoRA), got {block_size!r}.")
+    if not torch.isfinite(weight).all():
+        raise ValueError(f"{name} holds NaN or inf ({int((~torch.isfinite(weight)).sum())} of {weight.numel()} "
+                         "values); NF4 would turn its whole block into NaN. Fix or reload the weights first.")
+
+
 def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool = False) -> NF4Tensor:
     """`weight` in NF4 with blockwise absmax scaling (and, with `double_quant`, 8-bit absmax)."""
+    check_quantizable(weight, block_size)
     flat = weight.detach().float().flatten()
     blocks = F.pad(flat, (0, -len(flat) % block_size)).view(-1, block_size)         # (n_blocks, block_size)
     absmax = blocks.abs().amax(dim=1)                                                 # (n_blocks,)
@@ -220,6 +231,8 @@ def quantize_model(model: nn.Module, block_size: int = 64, double_quant: bool = 
     before = stored_bytes(model)
     names = [n for n, m in model.named_modules()
              if (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D") and m is not head]
+    for name in names:   # all checked before any is swapped: a refusal leaves the model as it was
+        check_quantizable(model.get_submodule(name).weight, block_size, name)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -52,6 +52,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peftlab.config import check_field_types
+
 from .adalora_allocator import RankAllocator, masks_by_module
 from .layer import BaseTunerLayer
 from .layer_tuner import PREFIX, LayerTuner, record_fan_in_fan_out
@@ -91,6 +93,7 @@ class AdaLoraConfig(LoraConfig):
         rank_pattern, self.rank_pattern = self.rank_pattern, None
         super().__post_init__()
         self.rank_pattern = rank_pattern
+        check_field_types(self)   # rank_pattern's own type, hidden from LoRA's checks above
         if self.use_dora:
             raise ValueError("AdaLoRA does not support DoRA (use_dora=True), as in peft.")
         if self.use_rslora or self.alpha_pattern:

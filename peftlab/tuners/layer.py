@@ -166,6 +166,13 @@ class BaseTunerLayer(AdapterWrapper):
         if self.disabled:
             return self.base_forward(x, *args, **kwargs)
         if self.merged_adapters:            # the adapters are already inside the base weight
+            if self.training and torch.is_grad_enabled() and self._merged_adapter_trains():
+                # Merged, the adapter's own tensors are not on the forward path: a training step would
+                # give them no gradient and change nothing, silently.
+                raise RuntimeError(f"{self.module_name or type(self).__name__}: adapter(s) "
+                                   f"{', '.join(self.merged_adapters)} are merged into the base weights, so training "
+                                   "would not reach them. Call model.unmerge_adapter() to train, or model.eval() "
+                                   "(or torch.no_grad()) to run the merged model.")
             return self.base_layer(x, *args, **kwargs)
         if self.batch_adapter_names is not None:
             return route_rows(self.batch_adapter_names, x, lambda name, rows: (
@@ -175,6 +182,9 @@ class BaseTunerLayer(AdapterWrapper):
         if not names:
             return self.base_forward(x, *args, **kwargs)
         return self.forward_adapters(names, x, *args, **kwargs)
+
+    def _merged_adapter_trains(self) -> bool:
+        return any(t.requires_grad for name in self.merged_adapters for t in self.trainable_tensors(name).values())
 
     # --- merging ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -31,12 +31,23 @@ class LayerMethodConfig(PeftConfig):
     modules_to_save: list[str] | None = None
 
     def __post_init__(self):
-        super().__post_init__()
         # JSON has no sets; peft writes target_modules as a (set turned) list. Keep lists.
         for name in ("target_modules", "exclude_modules", "modules_to_save", "layers_pattern"):
             value = getattr(self, name, None)
-            if isinstance(value, (set, tuple)):
-                setattr(self, name, sorted(value))
+            if isinstance(value, (set, frozenset, tuple)):
+                setattr(self, name, sorted(value) if all(isinstance(v, str) for v in value) else list(value))
+        if isinstance(self.modules_to_save, str):   # one module's name, as peft users write it
+            self.modules_to_save = [self.modules_to_save]
+        super().__post_init__()   # every field's type
+        for name in ("target_modules", "exclude_modules"):
+            pattern = getattr(self, name)
+            if isinstance(pattern, str) and pattern != "all-linear":
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"{name}={pattern!r} is one string, so it is read as a regular expression "
+                                     f"(matched against whole module names), and it does not compile: {err}. "
+                                     f"For module names, pass a list: {name}=[...].") from None
 
 
 @dataclass

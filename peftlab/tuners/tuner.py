@@ -116,12 +116,14 @@ class BaseTuner(PassThrough):
         if adapter_name in self.peft_config or adapter_name == BASE_ADAPTER_NAME:
             raise ValueError(f"Adapter name {adapter_name!r} is taken; pick another name, "
                              "or delete_adapter it first.")
-        if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name \
+        if not isinstance(adapter_name, str) or not adapter_name or any(c in adapter_name for c in "./\\\0") \
                 or hasattr(nn.Module, adapter_name):
             # Adapter weights live in ModuleDicts / ParameterDicts keyed by the name: a dot, or a name that
-            # is already an nn.Module attribute ("half", "float", "train"...), cannot be such a key.
+            # is already an nn.Module attribute ("half", "float", "train"...), cannot be such a key. A name
+            # is also a folder's name in save_pretrained: a path separator would write outside the folder.
             raise ValueError(f"Adapter name {adapter_name!r} cannot be used: names must be non-empty, without "
-                             "'.', and not an nn.Module attribute (like 'half' or 'train'); pick another name.")
+                             "'.', '/' or '\\', and not an nn.Module attribute (like 'half' or 'train'); "
+                             "pick another name.")
         if not isinstance(config, self.config_class):
             raise ValueError(f"This model holds {self.config_class.peft_type} adapters; one PeftModel holds "
                              f"adapters of one method (as in peft), so a {config.peft_type} adapter cannot join.")
