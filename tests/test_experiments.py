@@ -130,6 +130,31 @@ def test_nb06_runs_adalora_with_its_allocation_and_deterministically():
     assert first == second and first["measured"]["kept_ranks"] == nb06_adalora.FINAL_R * 28   # down to the budget
 
 
+def test_the_control_keeps_the_same_rank_in_every_layer_and_adalora_does_not():
+    """EvenAllocator takes away only the allocation: every layer keeps its own best triplets, as many
+    as every other layer, where AdaLoRA's own allocator ranks all triplets together."""
+    from peftlab.course.experiments import nb06_adalora
+    rows = {"test": [{"prompt": "Review : the food was good . Sentiment :", "target": " positive", "label": 1}]}
+    kw = dict(base_name="pico-llama-1m", task_name="sentiment", steps=6, batch_size=4, eval_rows=rows, keep_model=True)
+    patterns = {}
+    for name, on_step in (("adaptive", nb06_adalora.allocate), ("even", nb06_adalora.allocate_evenly)):
+        method = protocol.Method(lambda: nb06_adalora.adalora(steps=6), (0.03,), on_step=on_step)
+        model = protocol.run_method(method, 0.03, 0, **kw)["model"]
+        patterns[name] = [sum(keep) for keep in model.peft_config["default"].rank_pattern.values()]
+    assert sum(patterns["even"]) == sum(patterns["adaptive"]) == nb06_adalora.FINAL_R * 28
+    assert set(patterns["even"]) == {nb06_adalora.FINAL_R} and len(set(patterns["adaptive"])) > 1
+
+
+def test_the_stored_allocations_are_per_seed_and_meet_the_budget():
+    from peftlab.course.experiments import nb06_allocation
+    stored = load_results("nb06_allocation")
+    assert stored["settings"]["seeds"] == list(nb06_allocation.SETTINGS["seeds"])
+    for run in stored["runs"].values():
+        ranks = run["kept_ranks"]
+        assert len(ranks) == nb06_allocation.N_LAYERS and all(len(row) == len(nb06_allocation.TARGETS) for row in ranks)
+        assert sum(map(sum, ranks)) == nb06_allocation.SETTINGS["target_r"] * 28
+
+
 def test_the_stored_unified_results_describe_the_experiment_as_defined():
     from peftlab.course.experiments import unified
     stored = load_results("unified")

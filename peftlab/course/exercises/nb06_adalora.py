@@ -3,9 +3,10 @@ from types import SimpleNamespace
 
 import torch
 
+from peftlab.course.experiments.nb06_allocation import allocate
 from peftlab.tuners.adalora_allocator import RankAllocator
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 # pico-llama-1m: 4 decoder layers, width 128; v_proj has 64 outputs (2 key/value heads of 32).
 LAYERS, WIDTH, V_OUT = 4, 128, 64
@@ -135,3 +136,27 @@ def check_mask_to_budget(fn) -> Verdict:
         return report("mask to budget", False, f"budget {budget}: {hint}")
     return report("mask to budget", True,
                   "one ranking across the model: that is what lets AdaLoRA give one layer more rank than another.")
+
+
+UPPER_LESSON = ("The five stored seeds put more triplets in layers 2-3 on four and in layers 0-1 on one, and the "
+                "interval on the difference includes zero: which layers win changes with the seed, so it is not a "
+                "property of AdaLoRA on this task. What held on every seed was attention over the MLP. One seed "
+                "would have taught both patterns with the same confidence.")
+
+
+def check_upper_layers_again(prediction, measured_ranks, llama, tokenizer, task, seed: int = 5) -> Verdict:
+    """🌿 Predict, then run: on a seed the stored runs do not have, do layers 2-3 keep more triplets?
+    The checker runs the same allocation itself, so the measurement is yours only if it is the real one."""
+    name = f"upper layers on seed {seed}"
+    if not attempted(prediction) or not attempted(measured_ranks):
+        return report(name, None)
+    if prediction not in ("upper", "lower", "tie"):
+        return report(name, False, "predict 'upper', 'lower' or 'tie'.")
+    _, ranks, _ = allocate(llama, tokenizer, task, seed)
+    if [[int(r) for r in row] for row in measured_ranks] != ranks:
+        return report(name, False, f"measured_ranks is not what allocate(llama, tokenizer, task, seed={seed})[1] "
+                                   "gives: run it as the comment says (one thread, as the notebook set up).")
+    upper, lower = sum(map(sum, ranks[LAYERS // 2:])), sum(map(sum, ranks[:LAYERS // 2]))
+    found = "upper" if upper > lower else "lower" if lower > upper else "tie"
+    return judge_prediction(name, prediction, found,
+                            f"on seed {seed} layers 2-3 keep {upper} triplets and layers 0-1 keep {lower}", UPPER_LESSON)
