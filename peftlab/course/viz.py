@@ -14,12 +14,12 @@ def smooth(values, window: int = 10) -> np.ndarray:
 
 
 def plot_history(history: History, metric: str | None = None, label: str | None = None,
-                 ax=None, title: str | None = None, window: int = 10):
+                 ax=None, title: str | None = None, window: int = 10, loss_unit: str = "nats/token"):
     """Training loss (smoothed) against steps; with `metric`, its evaluations on a second axis."""
     ax = ax or plt.subplots()[1]
     line, = ax.plot(history.steps, smooth(history.loss, window), label=f"{label or 'training'} loss")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel(f"loss (nats/token, {window}-step average)")
+    ax.set_ylabel(f"loss ({loss_unit}, {window}-step average)")   # a language model's: nats per token
     ax.set_title(title or "Training curve")
     handles = [line]
     if metric:
