@@ -27,21 +27,31 @@ def test_allreduce_bytes(capsys):
 
 
 def test_cluster_plan(capsys):
-    assert nb14.plan_for() == (4, 2)
+    """Every GPU count is tried, not only powers of two: 13B full fine-tuning fits on 3 with ZeRO-3."""
+    assert nb14.plan_for() == (3, 3)
     assert not nb14.check_cluster_plan(None, 2)
     assert "not attempted" in last_line(capsys)
-    assert nb14.check_cluster_plan(4, 2)
-    assert "ZeRO-1 needs 85.2" in last_line(capsys)
+    assert nb14.check_cluster_plan(3, 3)
+    assert "65.0 GiB each (ZeRO-2 needs 81.2)" in last_line(capsys)
     assert not nb14.check_cluster_plan(8, 0)
     assert "more GPUs never help" in last_line(capsys)
-    assert not nb14.check_cluster_plan(4, 1)
+    assert not nb14.check_cluster_plan(3, 2)
     assert "over 80" in last_line(capsys)
-    assert not nb14.check_cluster_plan(8, 2)
+    assert not nb14.check_cluster_plan(4, 2)                 # the old, powers-of-two answer: it fits, on too many
     assert "fewer GPUs" in last_line(capsys)
-    assert not nb14.check_cluster_plan(4, 3)
-    assert "1.5 times" in last_line(capsys)
-    assert not nb14.check_cluster_plan(4, 5)
+    assert not nb14.check_cluster_plan(5, 3)
+    assert "fewer GPUs" in last_line(capsys)
+    assert not nb14.check_cluster_plan(3, 5)
     assert "0, 1, 2 or 3" in last_line(capsys)
+
+
+def test_the_stage_hint_is_given_only_where_a_lower_stage_really_fits(capsys):
+    """On 5 GPUs ZeRO-1 fits: a learner who answers (5, 3) is told fewer GPUs would do, and never that a
+    lower stage fits where it does not (ZeRO-2 on 3 GPUs needs 81.2 GiB)."""
+    from peftlab.workbook.memory import data_parallel_memory
+    assert data_parallel_memory("13B", "full", 3, 2)["total"] / 2**30 > 80
+    assert nb14.check_cluster_plan(3, 3)
+    assert "lower stage" not in last_line(capsys)
 
 
 def test_rank_loss(capsys):

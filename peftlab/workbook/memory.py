@@ -169,8 +169,9 @@ def data_parallel_memory(size: str, method: str, gpus: int = 1, zero_stage: int 
 
 
 def fewest_gpus(size: str, method: str, gpu_bytes: float, zero_stage: int,
-                counts: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), **options) -> int | None:
-    """The smallest number of GPUs in `counts` on which each GPU's bill fits in `gpu_bytes`, or None."""
+                counts=range(1, 65), **options) -> int | None:
+    """The smallest number of GPUs in `counts` (every count from 1 to 64: ZeRO needs no power of two) on
+    which each GPU's bill fits in `gpu_bytes`, or None."""
     fitting = (n for n in counts if data_parallel_memory(size, method, n, zero_stage, **options)["total"] <= gpu_bytes)
     return next(fitting, None)
 

@@ -45,7 +45,7 @@ def check_cluster_plan(gpus, stage) -> Verdict:
     if not (attempted(gpus) and attempted(stage)):
         return report(name, None)
     if stage not in (0, 1, 2, 3) or not isinstance(gpus, int) or gpus < 1:
-        return report(name, False, "gpus is a whole number of GPUs (1, 2, 4, ...); stage is 0, 1, 2 or 3.")
+        return report(name, False, "gpus is a whole number of GPUs (1, 2, 3, ...); stage is 0, 1, 2 or 3.")
     right_gpus, right_stage = plan_for()
     bill = data_parallel_memory("13B", "full", gpus, stage)["total"] / GIB
     if bill > 80:
@@ -53,10 +53,13 @@ def check_cluster_plan(gpus, stage) -> Verdict:
                 "more GPUs, or a higher stage, divide more of the bill.")
         return report(name, False, f"{gpus} GPU(s) with ZeRO-{stage}: {bill:.1f} GiB on each, over 80: {hint}")
     if gpus > right_gpus:
-        return report(name, False, f"that fits ({bill:.1f} GiB each), but fewer GPUs would too: halve them and look again.")
-    if stage > right_stage:
-        return report(name, False, f"that fits ({bill:.1f} GiB each), but a lower stage fits on {gpus} GPUs too; ZeRO-3 "
-                      "gathers the weights in every forward and backward pass: 1.5 times the traffic of stages 0-2.")
+        return report(name, False, f"that fits ({bill:.1f} GiB each), but fewer GPUs would too: any count works, not "
+                      "only powers of two; try one fewer and look again.")
+    lower = [s for s in range(stage) if data_parallel_memory("13B", "full", gpus, s)["total"] <= 80 * GIB]
+    if lower:   # only where it is true: a lower stage really fits on this many GPUs
+        return report(name, False, f"that fits ({bill:.1f} GiB each), but ZeRO-{lower[0]} fits on {gpus} GPUs too; "
+                      "ZeRO-3 gathers the weights in every forward and backward pass: 1.5 times the traffic of "
+                      "stages 0-2.")
     below = "" if stage == 0 else \
         f" (ZeRO-{stage - 1} needs {data_parallel_memory('13B', 'full', gpus, stage - 1)['total'] / GIB:.1f})"
     return report(name, True, f"{gpus} GPUs with ZeRO-{stage}: {bill:.1f} GiB each{below}. Fewest GPUs first, then "
