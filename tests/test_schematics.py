@@ -41,7 +41,7 @@ def test_frozen_parts_are_not_orange_in_lora_and_everything_is_in_full_fine_tuni
 def test_all_linear_lora_trains_beside_every_projection():
     fig = schematics.draw_methods(["lora", "lora_all"])
     qv, every = fig.axes
-    assert len(trained_patches(qv)) == 2 and len(trained_patches(every)) == len(schematics.PROJECTIONS) == 6
+    assert len(trained_patches(qv)) == 2 and len(trained_patches(every)) == len(schematics.PROJECTIONS) == 7
     plt.close(fig)
 
 
@@ -59,4 +59,17 @@ def test_family_map_names_every_notebook_that_builds_a_method():
     text = " ".join([t.get_text() for t in fig.axes[0].texts] + [fig.axes[0].get_title()])
     for notebook in ("01", "02", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"):
         assert f"({notebook}" in text or f"{notebook})" in text or f"notebook {notebook}" in text, notebook
+    plt.close(fig)
+
+
+def test_the_block_draws_llamas_seven_linear_layers_each_inside_its_box():
+    """q, k, v, o inside attention; gate, up, down inside the MLP, as drawn: no box overflows its container."""
+    from matplotlib.patches import Rectangle
+    fig = schematics.draw_methods(["full"])
+    drawn = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    for block, y in (("attention", schematics.PROJECTIONS["q"][1]), ("MLP", schematics.PROJECTIONS["gate"][1])):
+        bx, _, bw, _ = schematics.BOXES[block]
+        inside = [p for p in drawn if p.get_y() == y]
+        assert len(inside) == (4 if block == "attention" else 3), block
+        assert all(bx <= p.get_x() and p.get_x() + p.get_width() <= bx + bw for p in inside), f"a box overflows {block}"
     plt.close(fig)

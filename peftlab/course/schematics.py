@@ -1,7 +1,8 @@
 """Where each method's trainable parameters sit: one transformer block, drawn with matplotlib.
 
 `draw_block(ax, method)` draws a pre-norm block (norm, attention with q/k/v/o, residual add, norm,
-MLP with up/down, residual add), frozen parts in grey and what the method trains in orange.
+MLP with gate/up/down, residual add: Llama's seven linear layers), frozen parts in grey and what
+the method trains in orange.
 `draw_methods(methods)` puts several side by side, one panel each. Soft prompts change the sequence,
 not a block: `draw_sequence(ax, method)` draws the input tokens and the stack of blocks, with the
 virtual tokens (prompt tuning), their encoder (P-tuning) or the per-layer keys and values (prefix
@@ -16,7 +17,8 @@ QUANTIZED = "#9ecae1"   # frozen and stored in 4 bits (QLoRA)
 BOXES = {"norm 1": (-0.9, 0.6, 1.8, 0.45), "attention": (-1.3, 1.4, 2.6, 1.5), "norm 2": (-0.9, 4.2, 1.8, 0.45),
          "MLP": (-1.3, 5.0, 2.6, 1.5)}
 PROJECTIONS = {"q": (-1.15, 1.55), "k": (-0.55, 1.55), "v": (0.05, 1.55), "o": (0.65, 1.55),
-               "up": (-1.0, 5.15), "down": (0.3, 5.15)}
+               "gate": (-1.2, 5.15), "up": (-0.375, 5.15), "down": (0.45, 5.15)}
+MLP_WIDTH = 0.75   # gate, up and down side by side inside the MLP box (attention's projections are 0.5 wide)
 ADDS = (3.75, 7.35)            # heights of the two residual additions
 ADAPTER_SLOTS = (3.1, 6.7)     # where a sequential adapter sits: after each block, before its addition
 TITLES = {"full": "full fine-tuning", "lora": "LoRA", "ia3": "(IA)³", "houlsby": "Houlsby adapters",
@@ -28,7 +30,8 @@ TITLES = {"full": "full fine-tuning", "lora": "LoRA", "ia3": "(IA)³", "houlsby"
 # update, written as the method builds it.
 UPDATES = {"lora": "BA", "lora_all": "BA", "qlora": "BA", "dora": "m · (W + BA) / ‖W + BA‖", "vera": "Λb B Λd A",
            "loha": "(B₁A₁) ⊙ (B₂A₂)", "lokr": "W₁ ⊗ (B₂A₂)", "adalora": "P Λ Q"}
-LORA_TARGETS = {"lora_all": tuple(PROJECTIONS)}   # target_modules="all-linear"
+# target_modules="all-linear"; notebook 06 adapts every linear layer with AdaLoRA too.
+LORA_TARGETS = {"lora_all": tuple(PROJECTIONS), "adalora": tuple(PROJECTIONS)}
 
 
 def _box(ax, x, y, w, h, label, trained=False, fontsize=8, color=None):
@@ -55,7 +58,7 @@ def draw_block(ax, method: str) -> None:
         if name in ("attention", "MLP"):
             ax.text(x + w / 2, y + h - 0.2, name, ha="center", va="center", fontsize=8, color=TEXT)
     for name, (x, y) in PROJECTIONS.items():
-        width = 1.0 if name in ("up", "down") else 0.5
+        width = MLP_WIDTH if name in ("gate", "up", "down") else 0.5
         _box(ax, x, y, width, 0.5, name, trained=full, fontsize=7, color=QUANTIZED if method == "qlora" else None)
         if method == "bitfit":
             _tag(ax, x + width - 0.05, y + 0.5, "+b")
@@ -84,7 +87,8 @@ def draw_block(ax, method: str) -> None:
     if method in UPDATES:
         for name in LORA_TARGETS.get(method, ("q", "v")):
             x, y = PROJECTIONS[name]
-            _box(ax, x, y + 0.58, 1.0 if name in ("up", "down") else 0.5, 0.35, "Δ", trained=True, fontsize=7)
+            width = MLP_WIDTH if name in ("gate", "up", "down") else 0.5
+            _box(ax, x, y + 0.58, width, 0.35, "Δ", trained=True, fontsize=7)
         ax.text(0, 3.3 if method in ("lora", "lora_all", "qlora") else 3.35, f"Δ = {UPDATES[method]}", ha="center",
                 fontsize=6.5, color=TEXT, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
         if method == "vera":
@@ -94,7 +98,7 @@ def draw_block(ax, method: str) -> None:
             x, y = PROJECTIONS[name]
             _tag(ax, x + 0.25, y + 0.62, "×l")
         x, y = PROJECTIONS["down"]
-        _tag(ax, x - 0.15, y + 0.25, "×l")
+        _tag(ax, x + 0.12, y + 0.25, "×l")   # on down's input
     if method == "parallel":   # beside the MLP: reads its input, adds to its output
         _box(ax, 1.55, 5.5, 0.85, 0.5, "adapter", trained=True, fontsize=7)
         _arrow(ax, (0.9, 4.8), (1.95, 5.5), color=TRAINED)
