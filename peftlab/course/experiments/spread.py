@@ -12,12 +12,6 @@ def beats(a: dict, b: dict) -> bool:
     return a["test_min"] > b["test_max"]
 
 
-def within_spread(score: float, row: dict, tolerance: float = 0.01) -> bool:
-    """Is a live re-run's score inside the stored min-max over seeds (give or take `tolerance`, for
-    float rounding that differs between thread counts)?"""
-    return row["test_min"] - tolerance <= score <= row["test_max"] + tolerance
-
-
 def plot_spread(ax, xs, rows: list[dict], label: str, **style):
     """Means joined by a line, each with a bar from the worst to the best seed."""
     means = [row["test_mean"] for row in rows]
