@@ -332,3 +332,21 @@ def test_nb12_checkers(capsys):
     assert not nb12.check_frontier(lambda points: sorted(points, key=lambda n: points[n]))
     assert "beaten" in capsys.readouterr().out.splitlines()[-1]
     assert not nb12.check_frontier(lambda points: sorted(pareto_front(points), reverse=True))
+
+
+def test_the_energy_prediction_is_judged_on_the_recounted_spectrum(capsys):
+    import torch
+
+    from peftlab.course.exercises import nb04_inside_lora as nb04
+    values = torch.cat([torch.tensor([10.0, 5.0]), torch.full((30,), 0.5)])   # a long tail
+    truth = nb04._rank_for_energy(values, 0.99)
+    assert 17 <= truth <= 64
+    assert not nb04.check_energy_prediction(None, truth, values)
+    assert "not attempted" in capsys.readouterr().out
+    assert not nb04.check_energy_prediction("17-64", truth - 1, values)          # a measurement that is not the run's
+    assert "need" in capsys.readouterr().out
+    assert not nb04.check_energy_prediction("1-4", truth, values)               # wrong prediction, real measurement
+    assert "not '1-4'" in capsys.readouterr().out
+    assert nb04.check_energy_prediction("17-64", truth, values)
+    assert "as you predicted" in capsys.readouterr().out
+    assert not nb04.check_energy_prediction("about 20", truth, values)

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 
 def check_scales(lora_scale, rslora_scale, r: int = 16, alpha: float = 32) -> Verdict:
@@ -76,6 +76,34 @@ def check_rank_for_energy(fn) -> Verdict:
         return report("rank for energy", False, f"for singular values {values.tolist()} and fraction "
                       f"{fraction}, expected {truth}, got {answer}. {hint}".rstrip())
     return report("rank for energy", True, f"all {len(ENERGY_CASES)} cases right.")
+
+
+ENERGY_BUCKETS = ("1-4", "5-16", "17-64", "65-128")
+
+
+def _bucket(k: int) -> str:
+    return next(b for b in ENERGY_BUCKETS if k <= int(b.split("-")[1]))
+
+
+def check_energy_prediction(prediction, measured, singular_values) -> Verdict:
+    """🌿 (predict, then measure) How many of full fine-tuning's 128 directions hold 99% of its update's energy?
+    The checker recounts from the singular values themselves: the measurement is the run's, not a typed number."""
+    name = "99% of full fine-tuning's update"
+    if not attempted(prediction) or not attempted(measured):
+        return report(name, None)
+    if prediction not in ENERGY_BUCKETS:
+        return report(name, False, f"predict one of {', '.join(map(repr, ENERGY_BUCKETS))}.")
+    truth = _rank_for_energy(torch.as_tensor(singular_values), 0.99)
+    if measured != truth:
+        return report(name, False, f"these singular values need {truth} directions for 99%, not {measured!r}: measure "
+                                   "with rank_for_energy(spectra['full fine-tuning'], 0.99) once it passes its check.")
+    four = float((torch.as_tensor(singular_values).double() ** 2).sort(descending=True).values[:4].sum()
+                 / (torch.as_tensor(singular_values).double() ** 2).sum())
+    lesson = (f"Low rank is a matter of degree: the top 4 directions hold {four:.2f} of the energy, but the last "
+              "percent is spread over a long tail that a low-rank adapter cannot represent. Whether the task needs "
+              "that tail is what the rank sweep measures, not the spectrum.")
+    return judge_prediction(name, prediction, _bucket(truth), f"{truth} of 128 directions hold 99%, so the bucket is",
+                            lesson)
 
 
 def check_pissa_factors(fn, seed: int = 0) -> Verdict:
