@@ -350,3 +350,20 @@ def test_the_energy_prediction_is_judged_on_the_recounted_spectrum(capsys):
     assert nb04.check_energy_prediction("17-64", truth, values)
     assert "as you predicted" in capsys.readouterr().out
     assert not nb04.check_energy_prediction("about 20", truth, values)
+
+
+def test_the_operation_count_prediction_is_judged_on_a_recount(capsys):
+    from peftlab.course.exercises import nb07_adapters_ia3_bitfit as nb07
+    from peftlab.workbook import load_base_model
+    gpt2, _ = load_base_model("pico-gpt2-1m")
+    gpt2.requires_grad_(False)
+    truth = nb07.extra_operations(gpt2)
+    assert truth == 2 * 4 * (truth // 8) > 0, "the same count for each of the 8 adapted layers"
+    assert not nb07.check_lora_operations(None, truth, gpt2)
+    assert "not attempted" in capsys.readouterr().out
+    assert not nb07.check_lora_operations(truth, truth + 1, gpt2)      # a measurement that is not the count
+    assert "counting gives" in capsys.readouterr().out
+    assert not nb07.check_lora_operations(truth - 1, truth, gpt2)
+    assert "not" in capsys.readouterr().out
+    assert nb07.check_lora_operations(truth, truth, gpt2)
+    assert "as you predicted" in capsys.readouterr().out

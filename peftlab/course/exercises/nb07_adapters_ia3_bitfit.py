@@ -3,9 +3,11 @@ import copy
 
 import torch
 
+from peftlab import LoraConfig, get_peft_model
 from peftlab.tuners.targeting import is_norm
+from peftlab.workbook.inference_cost import forward_operations
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 
 def check_houlsby_parameter_count(answer) -> Verdict:
@@ -89,3 +91,33 @@ def check_train_only(fn, model) -> Verdict:
             return report("train only", False, f"kind {kind!r}: return the number of trainable parameters.")
     return report("train only", True, f"BitFit trains {counts['bias']:,} numbers here, LayerNorm tuning "
                   f"{counts['norm']:,}: both leave every weight matrix alone.")
+
+
+LORA_TARGETS_FOR_COUNT = ["c_attn", "mlp.c_fc"]
+
+
+def extra_operations(gpt2, targets=LORA_TARGETS_FOR_COUNT) -> int:
+    """Calls into torch that unmerged LoRA on `targets` adds to one forward pass of `gpt2` (a copy is adapted)."""
+    one = {"input_ids": torch.arange(1, 19)[None]}          # what is counted does not depend on the tokens
+    base = sum(forward_operations(gpt2, one).values())
+    adapted = get_peft_model(copy.deepcopy(gpt2), LoraConfig(r=8, lora_alpha=16, target_modules=targets)).eval()
+    return sum(forward_operations(adapted, one).values()) - base
+
+
+def check_lora_operations(prediction, measured, gpt2) -> Verdict:
+    """🌿 (predict, then count) The extra calls of unmerged LoRA on c_attn and mlp.c_fc of pico-gpt2-1m; the
+    checker counts them itself on a copy of the model it is given."""
+    name = "unmerged LoRA's extra operations"
+    if not attempted(prediction) or not attempted(measured):
+        return report(name, None)
+    if isinstance(prediction, bool) or not isinstance(prediction, int):
+        return report(name, False, "predict a whole number of operations.")
+    truth = extra_operations(gpt2)
+    if measured != truth:
+        return report(name, False, f"counting gives {truth} extra operations, not {measured!r}: count the adapted model "
+                                   "with forward_operations and subtract the frozen model's 269.")
+    per_layer = truth // (2 * gpt2.config.n_layer)
+    lesson = (f"Each adapted layer adds the same {per_layer} calls, whatever its width: unmerged LoRA's cost grows "
+              "with the number of adapted layers, not their size, and on a small model at batch size 1 those calls, "
+              "not the arithmetic, are the time. Merged, the count is the frozen model's again.")
+    return judge_prediction(name, str(prediction), str(truth), "the count of extra operations is", lesson)
