@@ -128,8 +128,8 @@ def check_sizes(config: PeftConfig, tensors: dict[str, torch.Tensor], model) -> 
     dims = [d for t in (*tensors.values(), *model.parameters(), *model.buffers()) for d in t.shape]
     largest = max(dims, default=0)
     sizes = {name: getattr(config, name) for name in SIZE_FIELDS if isinstance(getattr(config, name, None), int)}
-    for name in ("rank_pattern",):
-        sizes |= {f"{name}[{k!r}]": v for k, v in (getattr(config, name, None) or {}).items() if isinstance(v, int)}
+    sizes |= {f"rank_pattern[{k!r}]": v for k, v in (getattr(config, "rank_pattern", None) or {}).items()
+              if isinstance(v, int)}
     too_large = {name: size for name, size in sizes.items() if size > largest}
     if too_large:
         listing = ", ".join(f"{name}={size:,}" for name, size in too_large.items())

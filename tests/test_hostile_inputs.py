@@ -161,6 +161,13 @@ def test_a_rank_far_larger_than_the_model_is_refused_before_anything_is_built(tm
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
 
 
+def test_a_rank_pattern_far_larger_than_the_model_is_refused_too(tmp_path):
+    saved(tmp_path)
+    edit_config(tmp_path, rank_pattern={"q_proj": 10**9})
+    with pytest.raises(ValueError, match=r"rank_pattern\['q_proj'\]=1,000,000,000.*Nothing was built"):
+        PeftModel.from_pretrained(build("llama"), tmp_path)
+
+
 def test_a_rank_that_disagrees_with_the_tensors_is_refused_by_shape(tmp_path):
     saved(tmp_path)
     edit_config(tmp_path, r=8)
