@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from peftlab import create_loraplus_param_groups, get_peft_model
-from peftlab.course.experiments import budgets
+from peftlab.course.experiments import budgets, protocol
 from peftlab.course.experiments.protocol import load_results
 from peftlab.workbook import PromptTargetCollator, load_base_model, load_task, train
 
@@ -83,9 +83,9 @@ def test_the_stored_results_describe_the_experiment_as_defined():
         rows = stored["steps"][part.split()[1]] if part.startswith("steps") else stored[part]
         assert list(rows) == list(methods)
         for name, row in rows.items():
-            assert row["lr"] in methods[name].lrs and len(row["test"]) == len(seeds)
+            assert protocol.grew_from(row, methods[name].lrs) and len(row["test"]) == len(seeds)
             assert row["test_min"] <= row["test_mean"] <= row["test_max"]
-            assert list(row["validation_by_lr"]) == [str(lr) for lr in methods[name].lrs]
+            assert row["lr"] == protocol.chosen_rate(row["validation_by_lr"])
     for name in budgets.RANK_METHODS:
         assert len(stored["ranks"][name]["energy_top_k"]) == len(seeds)
     assert len(stored["steps"][str(budgets.RANK_STEPS)]["full fine-tuning"]["energy_top_k"]) == len(seeds)

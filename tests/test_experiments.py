@@ -9,18 +9,46 @@ from peftlab.course.experiments.protocol import Method, compare, load_results
 
 
 def test_the_learning_rate_is_chosen_on_validation_and_reported_on_test(monkeypatch):
-    """A fake run whose validation score prefers lr 0.2 and whose test score prefers lr 0.1."""
+    """A fake run whose validation score prefers lr 0.1 and whose test score prefers lr 0.03."""
     def fake_run(method, lr, seed, **kw):
-        return {"trainable": 7, "validation": {0.1: 0.5, 0.2: 0.9}[lr] + seed / 100,
-                "test": {0.1: 0.95, 0.2: 0.6}[lr], "final_loss": 1.0}
+        return {"trainable": 7, "validation": {0.03: 0.5, 0.1: 0.9, 0.3: 0.7}[lr] + seed / 100,
+                "test": {0.03: 0.95, 0.1: 0.6, 0.3: 0.7}[lr], "final_loss": 1.0}
     monkeypatch.setattr(protocol, "run_method", fake_run)
     monkeypatch.setattr(protocol, "load_task", lambda name: {"validation": [1, 2, 3], "test": [4, 5]})
-    result = compare({"m": Method(None, (0.1, 0.2))}, base_name="b", task_name="t", steps=1, batch_size=1,
+    result = compare({"m": Method(None, (0.03, 0.1, 0.3))}, base_name="b", task_name="t", steps=1, batch_size=1,
                      seeds=(0, 1))
     row = result["rows"]["m"]
-    assert row["lr"] == 0.2 and row["test"] == [0.6, 0.6] and row["test_mean"] == 0.6
-    assert row["validation_by_lr"] == {"0.1": [0.5, 0.51], "0.2": [0.9, 0.91]}
+    assert row["lr"] == 0.1 and row["test"] == [0.6, 0.6] and row["test_mean"] == 0.6
+    assert row["validation_by_lr"] == {"0.03": [0.5, 0.51], "0.1": [0.9, 0.91], "0.3": [0.7, 0.71]}
     assert result["settings"]["seeds"] == [0, 1] and result["settings"]["n_test"] == 2
+
+
+@pytest.mark.parametrize("peak, grid, chosen", [
+    (3.0, [0.1, 0.3, 1.0, 3.0, 10.0], 3.0),          # the top rate won twice: two steps up, then interior
+    (0.01, [0.01, 0.03, 0.1, 0.3, 1.0], 0.03),       # the bottom rate won: down until interior
+    (0.3, [0.1, 0.3, 1.0], 0.3),                      # interior at once: no extra runs
+    (1e-6, [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], 0.003),   # never interior: stops after MAX_GRID_STEPS
+])
+def test_a_rate_that_wins_at_the_edge_grows_the_grid(peak, grid, chosen):
+    import math
+    asked = []
+
+    def run_at(lr):
+        asked.append(lr)
+        return [{"validation": -abs(math.log10(lr / peak))}]
+    best, runs = protocol.pick_rate((0.1, 0.3, 1.0), run_at)
+    assert best == chosen and list(runs) == grid and sorted(asked) == grid
+    row = {"lr": best, "validation_by_lr": {str(lr): [r["validation"] for r in runs[lr]] for lr in runs}}
+    assert protocol.chosen_rate(row["validation_by_lr"]) == best and protocol.grew_from(row, (0.1, 0.3, 1.0))
+    assert protocol.is_interior(row) == (peak != 1e-6)
+
+
+def test_ties_prefer_an_interior_rate_and_a_grid_of_one_is_not_searched():
+    flat = protocol.pick_rate((0.1, 0.3, 1.0), lambda lr: [{"validation": 0.44}])   # a collapse: chance everywhere
+    assert flat[0] == 0.3 and list(flat[1]) == [0.1, 0.3, 1.0]
+    assert protocol.pick_rate((0.1,), lambda lr: [{"validation": 0.9}])[0] == 0.1
+    assert [protocol.next_rate(lr, up=True) for lr in (1e-4, 3e-4, 0.3)] == [3e-4, 1e-3, 1.0]
+    assert [protocol.next_rate(lr, up=False) for lr in (1e-4, 3e-4, 1.0)] == [3e-5, 1e-4, 0.3]
 
 
 def test_one_real_run_of_the_protocol_is_deterministic():
@@ -38,7 +66,8 @@ def test_the_stored_nb07_results_describe_the_experiment_as_defined():
     assert stored["settings"]["seeds"] == list(settings["seeds"])
     assert list(stored["rows"]) == list(nb07_adapters.METHODS)
     for name, row in stored["rows"].items():
-        assert row["lr"] in nb07_adapters.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
+        assert protocol.grew_from(row, nb07_adapters.METHODS[name].lrs) and len(row["test"]) == len(settings["seeds"])
+        assert row["lr"] == protocol.chosen_rate(row["validation_by_lr"])
         assert row["test_min"] <= row["test_mean"] <= row["test_max"]
     assert list(stored["bottleneck_sizes"]) == [f"m={128 // f}" for f in nb07_adapters.REDUCTION_FACTORS]
 
@@ -90,10 +119,10 @@ def test_the_stored_nb05_results_describe_the_experiment_as_defined():
     assert stored["settings"]["steps"] == settings["steps"] and stored["settings"]["seeds"] == list(settings["seeds"])
     assert list(stored["rows"]) == list(nb05_variants.METHODS)
     for name, row in stored["rows"].items():
-        assert row["lr"] in nb05_variants.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
+        assert protocol.grew_from(row, nb05_variants.METHODS[name].lrs) and len(row["test"]) == len(settings["seeds"])
     for family, methods in nb05_variants.BUDGETS.items():
         assert list(stored["budgets"][family]) == list(methods)
-        assert all(run["lr"] in methods[name].lrs for name, run in stored["budgets"][family].items())
+        assert all(protocol.grew_from(run, methods[name].lrs) for name, run in stored["budgets"][family].items())
     decomposition = stored["decomposition"]
     assert list(decomposition) == list(nb05_variants.DECOMPOSITION["methods"])
     for runs in decomposition.values():
@@ -113,7 +142,7 @@ def test_the_stored_nb06_results_describe_the_experiment_as_defined():
     assert list(stored["rows"]) == list(nb06_adalora.METHODS)
     budget = nb06_adalora.FINAL_R * len(nb06_adalora.TARGETS) * 4   # 4 decoder layers
     for name, row in stored["rows"].items():
-        assert row["lr"] in nb06_adalora.METHODS[name].lrs and len(row["test"]) == len(settings["seeds"])
+        assert protocol.grew_from(row, nb06_adalora.METHODS[name].lrs) and len(row["test"]) == len(settings["seeds"])
         assert row["test_min"] <= row["test_mean"] <= row["test_max"]
     # The comparison is at the same final budget: AdaLoRA keeps as many ranks as uniform LoRA has.
     lora, adalora = (stored["rows"][n] for n in list(nb06_adalora.METHODS)[:2])
@@ -165,7 +194,7 @@ def test_the_stored_unified_results_describe_the_experiment_as_defined():
     assert all(set(stored["base_reference"][base]) == set(unified.FORGETTING_FIELDS) for base in unified.BASES)
     for name, row in stored["rows"].items():
         method = unified.METHODS[name]
-        assert name in unified.BASES[row["base_model"]] and len(method.lrs) == 3 and row["lr"] in method.lrs
+        assert name in unified.BASES[row["base_model"]] and len(method.lrs) == 3 and protocol.grew_from(row, method.lrs)
         assert len(row["test"]) == len(seeds) and row["test_min"] <= row["test_mean"] <= row["test_max"]
         assert all(len(row[field]) == len(seeds) for field in unified.FORGETTING_FIELDS)
         assert all(field in row for field in unified.PROFILE_FIELDS) and row["step_seconds"] > 0

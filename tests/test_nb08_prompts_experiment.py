@@ -2,7 +2,7 @@
 what it says and is in place before the first step; the stored results describe the experiment as defined."""
 import torch
 
-from peftlab.course.experiments import nb08_prompts
+from peftlab.course.experiments import nb08_prompts, protocol
 from peftlab.course.experiments.protocol import load_results, run_method
 
 ONE_ROW = {"test": [{"prompt": "Review : the food was good . Sentiment :", "target": " positive", "label": 1}]}
@@ -41,8 +41,9 @@ def test_the_stored_nb08_results_describe_the_experiment_as_defined():
     assert settings["longer_steps"] == nb08_prompts.LONGER_STEPS and settings["n_test"] == 400
     assert list(stored["init"]) == list(stored["init_longer"]) == list(nb08_prompts.INITS)
     for name, row in stored["init"].items():
-        assert row["lr"] in nb08_prompts.INITS[name].lrs and len(row["test"]) == len(seeds)
+        assert protocol.grew_from(row, nb08_prompts.INITS[name].lrs) and len(row["test"]) == len(seeds)
         assert stored["init_longer"][name]["validation_by_lr"].keys() == {str(row["lr"])}   # at the 100-step rate
+        assert stored["init_longer"][name]["rate_from"] == "init"
     assert list(stored["length"]) == ["P=1", "P=8", "P=32"] and stored["length"]["P=32"] == stored["init"]["random"]
     assert {base: list(rows) for base, rows in stored["scale"].items()} == {
         base: list(methods) for base, methods in nb08_prompts.SCALE.items()}

@@ -1,6 +1,6 @@
 """Notebook 09's stored encoder comparison (results/nb09_encoders.json) describes the experiment as
 peftlab/course/experiments/nb09_encoders.py defines it now: settings, methods, grids, one score per seed."""
-from peftlab.course.experiments import nb09_encoders
+from peftlab.course.experiments import nb09_encoders, protocol
 from peftlab.course.experiments.protocol import load_results
 
 
@@ -15,7 +15,7 @@ def test_the_stored_nb09_results_describe_the_experiment_as_defined():
     assert list(stored["rows"]) == list(nb09_encoders.METHODS)
     for name, row in stored["rows"].items():
         method = nb09_encoders.METHODS[name]
-        assert row["lr"] in method.lrs and set(row["validation_by_lr"]) == {str(lr) for lr in method.lrs}
+        assert protocol.grew_from(row, method.lrs) and row["lr"] == protocol.chosen_rate(row["validation_by_lr"])
         assert len(row["test"]) == len(settings["seeds"]) and all(0 <= t <= 1 for t in row["test"])
         assert row["test_min"] <= row["test_mean"] <= row["test_max"]
 

@@ -104,7 +104,7 @@ def run() -> dict:
 
 
 def main() -> None:
-    run_and_save("nb05_variants", run, threads=2)
+    run_and_save("nb05_variants", run, threads=1)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ and full fine-tuning, by one protocol (experiments/protocol.py).
 Base model pico-gpt2-1m (it has the bias terms BitFit needs; Llama-style models have none), the
 sentiment task, 300 steps of 16 examples (a budget where the methods differ: see the notebook),
 each method's learning rate picked from a grid of 3 or 4 values on 200 validation reviews, 3 seeds,
-accuracy on 500 test reviews. Then the Pfeiffer adapter at four bottleneck sizes.
+accuracy on 500 test reviews. Then the Pfeiffer adapter at four bottleneck sizes, each at its own rate.
 
     python -m peftlab.course.experiments.nb07_adapters          # writes results/nb07_adapters.json
 """
@@ -31,15 +31,14 @@ METHODS = {
 REDUCTION_FACTORS = (64, 16, 4, 1)   # bottleneck widths 2, 8, 32, 128 for the 128-wide model
 
 
-def bottleneck_sizes(lr: float) -> dict:
-    sizes = {f"m={128 // f}": Method(lambda f=f: BottleneckConfig(reduction_factor=f), (lr,))
-             for f in REDUCTION_FACTORS}
-    return compare(sizes, **SETTINGS)
+# Each width gets its own rate from the Pfeiffer adapter's grid: a wider bottleneck may want a smaller rate.
+SIZES = {f"m={128 // f}": Method(lambda f=f: BottleneckConfig(reduction_factor=f), METHODS["Pfeiffer adapter"].lrs)
+         for f in REDUCTION_FACTORS}
 
 
 def run() -> dict:
     results = compare(METHODS, **SETTINGS)
-    results["bottleneck_sizes"] = bottleneck_sizes(results["rows"]["Pfeiffer adapter"]["lr"])["rows"]
+    results["bottleneck_sizes"] = compare(SIZES, **SETTINGS)["rows"]
     return results
 
 

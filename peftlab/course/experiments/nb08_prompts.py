@@ -96,6 +96,8 @@ def at_chosen_rates(methods: dict[str, Method], rows: dict) -> dict[str, Method]
 def run() -> dict:
     init = compare(INITS, base_name=SMALL, **SETTINGS)
     longer = compare(at_chosen_rates(INITS, init["rows"]), base_name=SMALL, **{**SETTINGS, "steps": LONGER_STEPS})
+    for row in longer["rows"].values():
+        row["rate_from"] = "init"   # each start at the rate its 100-step grid chose, not a grid of its own
     length = compare(LENGTHS, base_name=SMALL, **SETTINGS)["rows"]
     # Rows already run above with the same method, settings and seeds are taken, not repeated (runs are deterministic).
     done = {SMALL: {"prompt P=8": length["P=8"]}}

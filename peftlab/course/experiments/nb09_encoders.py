@@ -3,7 +3,7 @@
 P-tuning with an MLP encoder, with a BiLSTM encoder, and plain prompt tuning (the table trained
 directly), P = 8 virtual tokens on pico-llama-1m, the capitals task in the probe's format, 150 steps
 of 16 (the notebook's budget), each method's learning rate picked from a 3-value grid on the 16
-validation countries (the LSTM, the slowest, at the notebook's rate only), seeds 0-4, greedy exact
+validation countries (grown past a winning edge: protocol.pick_rate), seeds 0-4, greedy exact
 match on the 40 test countries, none seen in training.
 
     python -m peftlab.course.experiments.nb09_encoders          # writes results/nb09_encoders.json
@@ -24,7 +24,7 @@ def encoder(kind: str) -> PromptEncoderConfig:
 # The grids bracket the notebook's first rates: 1e-2 for the encoders, 1e-1 for the table.
 METHODS = {
     "P-tuning, MLP encoder": Method(lambda: encoder("MLP"), (3e-3, 1e-2, 3e-2)),
-    "P-tuning, LSTM encoder": Method(lambda: encoder("LSTM"), (1e-2,)),
+    "P-tuning, LSTM encoder": Method(lambda: encoder("LSTM"), (3e-3, 1e-2, 3e-2)),
     "prompt tuning": Method(lambda: PromptTuningConfig(num_virtual_tokens=P), (3e-2, 1e-1, 3e-1)),
 }
 

@@ -7,6 +7,7 @@ spot checks, so a stored number and its re-run come from the same code.
 """
 import copy
 import json
+import math
 import platform
 import statistics
 import time
@@ -81,21 +82,76 @@ def chain_steps(*calls: Callable[[int], None]) -> Callable[[int], None] | None:
     return on_step
 
 
+MAX_GRID_STEPS = 3   # how far past its first grid a method's learning rate may be looked for
+
+
+def next_rate(lr: float, up: bool) -> float:
+    """The neighbour of `lr` on the 1-3-10 ladder of learning rates (3e-3 -> 1e-2 up, -> 1e-3 down)."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    ladder = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 3)]
+    nearest = min(range(len(ladder)), key=lambda i: abs(math.log(ladder[i] / lr)))
+    return float(f"{ladder[nearest + (1 if up else -1)]:.1g}")
+
+
+def pick_rate(lrs: tuple[float, ...], run_at: Callable[[float], list[dict]]) -> tuple[float, dict[float, list[dict]]]:
+    """The learning rate with the best mean validation score, and every run made to find it.
+
+    A best rate at the edge of the grid says the grid was wrong (the optimum may lie beyond it), so
+    the grid grows one ladder step past that edge, up to MAX_GRID_STEPS times, until the best rate is
+    interior. `run_at(lr)` returns one run per seed, each with a "validation" score. A grid of one
+    rate is a rate fixed elsewhere: no search."""
+    runs = {lr: run_at(lr) for lr in sorted(lrs)}
+
+    def scores() -> dict[float, list[float]]:
+        return {lr: [r["validation"] for r in runs[lr]] for lr in sorted(runs)}
+
+    for _ in range(MAX_GRID_STEPS if len(runs) > 1 else 0):
+        best, grid = chosen_rate(scores()), sorted(runs)
+        if grid[0] < best < grid[-1]:
+            break
+        new = next_rate(best, up=best == grid[-1])
+        runs[new] = run_at(new)
+    return chosen_rate(scores()), {lr: runs[lr] for lr in sorted(runs)}
+
+
+def chosen_rate(validation_by_lr: dict) -> float:
+    """pick_rate's choice on a grid of {rate: per-seed validation scores}: the best mean score; among
+    rates tied for it an interior one (a tie that reaches an edge is no reason to look past it)."""
+    means = {float(lr): statistics.mean(scores) for lr, scores in validation_by_lr.items()}
+    grid, top = sorted(means), max(means.values())
+    best = [lr for lr in grid if means[lr] == top]
+    return ([lr for lr in best if grid[0] < lr < grid[-1]] or best)[0]
+
+
+def is_interior(row: dict) -> bool:
+    """Whether a stored row's chosen rate lies strictly inside the grid it was chosen from."""
+    grid = sorted(float(lr) for lr in row["validation_by_lr"])
+    return grid[0] < row["lr"] < grid[-1]
+
+
+def grew_from(row: dict, lrs: tuple[float, ...]) -> bool:
+    """Whether a stored row's grid is `lrs` plus at most MAX_GRID_STEPS rates beyond its edges."""
+    grid, start = sorted(float(lr) for lr in row["validation_by_lr"]), sorted(lrs)
+    added = [lr for lr in grid if lr < start[0] or lr > start[-1]]
+    return set(start) <= set(grid) and len(grid) == len(start) + len(added) and len(added) <= MAX_GRID_STEPS
+
+
 def compare(methods: dict[str, Method], *, base_name: str, task_name: str, steps: int, batch_size: int,
             seeds: tuple[int, ...], n_validation: int = 200, n_test: int = 500) -> dict:
     """Every method at every learning rate of its grid and every seed; the learning rate with the
-    best mean validation score is the method's, and its test scores are what it reports."""
+    best mean validation score is the method's (see pick_rate: the grid grows past a winning edge),
+    and its test scores are what it reports."""
     task = load_task(task_name)
     eval_rows = {"validation": list(task["validation"])[:n_validation], "test": list(task["test"])[:n_test]}
     rows = {}
     for name, method in methods.items():
-        runs = {lr: [run_method(method, lr, s, base_name=base_name, task_name=task_name, steps=steps,
-                                batch_size=batch_size, eval_rows=eval_rows) for s in seeds] for lr in method.lrs}
-        best = max(method.lrs, key=lambda lr: statistics.mean(r["validation"] for r in runs[lr]))
+        best, runs = pick_rate(method.lrs, lambda lr, method=method: [
+            run_method(method, lr, s, base_name=base_name, task_name=task_name, steps=steps, batch_size=batch_size,
+                       eval_rows=eval_rows) for s in seeds])
         test = [r["test"] for r in runs[best]]
         rows[name] = {"trainable": runs[best][0]["trainable"], "lr": best, "test": test,
                       "test_mean": round(statistics.mean(test), 4), "test_min": min(test), "test_max": max(test),
-                      "validation_by_lr": {str(lr): [r["validation"] for r in runs[lr]] for lr in method.lrs}}
+                      "validation_by_lr": {str(lr): [r["validation"] for r in runs[lr]] for lr in runs}}
         if method.measure is not None:   # what it measured, per seed, at the chosen rate
             rows[name].update({key: [r["measured"][key] for r in runs[best]] for key in runs[best][0]["measured"]})
         print(f"{name:>18}: lr {best:g}, test {rows[name]['test_mean']:.3f} "
