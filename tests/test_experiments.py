@@ -25,7 +25,7 @@ def test_the_learning_rate_is_chosen_on_validation_and_reported_on_test(monkeypa
 
 @pytest.mark.parametrize("peak, grid, chosen", [
     (3.0, [0.1, 0.3, 1.0, 3.0, 10.0], 3.0),          # the top rate won twice: two steps up, then interior
-    (0.01, [0.01, 0.03, 0.1, 0.3, 1.0], 0.03),       # the bottom rate won: down until interior
+    (0.01, [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], 0.01),   # the bottom rate won: down until interior
     (0.3, [0.1, 0.3, 1.0], 0.3),                      # interior at once: no extra runs
     (1e-6, [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], 0.003),   # never interior: stops after MAX_GRID_STEPS
 ])

@@ -1,5 +1,6 @@
 """Magnitude and direction of a weight, before and after fine-tuning: the analysis of the DoRA
-paper (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation", arXiv:2402.09353, §2.2).
+paper (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation", arXiv:2402.09353, §3.2,
+"Weight Decomposition Analysis").
 
 Write each output unit's weight row as a length times a direction, W_n = m_n · V_n / ||V_n||. How
 far did fine-tuning move them? Over the k output units of a layer,

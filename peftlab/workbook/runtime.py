@@ -1,4 +1,5 @@
 """Seeds, threads, device and plotting defaults: what every notebook sets up first."""
+import contextlib
 import os
 import platform
 import random
@@ -11,6 +12,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one CPU thread, then restore the count: a run compared number for number with a
+    stored one must use the stored runs' thread count (floating-point sums depend on how they are split)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pick_device() -> torch.device:

@@ -1,7 +1,11 @@
 """Checkers for 09_p_tuning."""
+import copy
+
 import torch
 
-from .checking import Verdict, attempted, call_stub, report
+from peftlab.workbook.evaluate import exact_match
+
+from .checking import Verdict, attempted, judge_prediction, report
 
 
 def check_encoder_parameter_count(answer) -> Verdict:
@@ -25,84 +29,94 @@ def check_encoder_parameter_count(answer) -> Verdict:
                   "count the input table (P x d) and three Linear layers d->H, H->H, H->d, with biases.")
 
 
-def check_prepend_prompt(fn) -> Verdict:
-    """🌿 [prompt; embeds] for every row, and P ones in front of the attention mask."""
-    g = torch.Generator().manual_seed(0)
-    prompt, embeds = torch.randn(3, 5, generator=g), torch.randn(2, 4, 5, generator=g)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    result = call_stub(fn, prompt, embeds, mask)
-    if not attempted(result):
-        return report("prepend the prompt", None)
-    if not (isinstance(result, tuple) and len(result) == 2):
-        return report("prepend the prompt", False, "return a pair: (new input embeddings, new attention mask).")
-    new_embeds, new_mask = result
-    if tuple(new_embeds.shape) != (2, 7, 5):
-        return report("prepend the prompt", False, f"embeddings of shape {tuple(new_embeds.shape)}, expected "
-                      "(B, P + n, d) = (2, 7, 5): expand the (P, d) prompt to every row, then cat on dim 1.")
-    if torch.allclose(new_embeds[:, -3:], prompt.expand(2, -1, -1)):
-        return report("prepend the prompt", False, "the prompt is at the end; it goes *in front* of the input.")
-    if not (torch.equal(new_embeds[:, :3], prompt.expand(2, -1, -1)) and torch.equal(new_embeds[:, 3:], embeds)):
-        return report("prepend the prompt", False, "wrong values: row b should read [p_1..p_P, x_b1..x_bn].")
-    expected_mask = torch.cat([torch.ones(2, 3, dtype=mask.dtype), mask], dim=1)
-    if tuple(new_mask.shape) != (2, 7):
-        return report("prepend the prompt", False, f"mask of shape {tuple(new_mask.shape)}, expected (B, P + n) = (2, 7).")
-    if not torch.equal(new_mask.long(), expected_mask):
-        return report("prepend the prompt", False,
-                      "the virtual tokens are always visible: P ones in front, then the original mask.")
-    return report("prepend the prompt", True, "this is what peftlab.tuners.soft_prompts.forward does before the frozen model.")
+ORDER_TOLERANCE = 0.1   # 4 of the 40 test countries
 
 
-def check_nearest_tokens(fn) -> Verdict:
-    """🌳 For each virtual token, the k vocabulary ids of highest cosine similarity, best first."""
-    g = torch.Generator().manual_seed(1)
-    vocab = torch.randn(30, 6, generator=g) * torch.linspace(0.1, 5.0, 30).unsqueeze(1)   # very unequal norms
-    prompt = torch.randn(4, 6, generator=g)
-    result = call_stub(fn, prompt, vocab, 3)
-    if not attempted(result):
-        return report("nearest tokens", None)
-    result = torch.as_tensor(result)
-    if tuple(result.shape) != (4, 3):
-        return report("nearest tokens", False, f"shape {tuple(result.shape)}, expected (P, k) = (4, 3).")
-    cosine = torch.nn.functional.normalize(prompt, dim=-1) @ torch.nn.functional.normalize(vocab, dim=-1).T
-    expected = cosine.topk(3, dim=-1).indices
-    if torch.equal(result.long(), expected):
-        return report("nearest tokens", True, "cosine ignores the vectors' lengths, so long embeddings do not win by size.")
-    if torch.equal(result.long(), (prompt @ vocab.T).topk(3, dim=-1).indices):
-        return report("nearest tokens", False, "that is the dot product: normalise both sides first (cosine).")
-    if torch.equal(result.long(), torch.cdist(prompt, vocab).topk(3, dim=-1, largest=False).indices):
-        return report("nearest tokens", False, "that is Euclidean distance; the notebook ranks by cosine similarity.")
-    if torch.equal(result.long().sort(-1).values, expected.sort(-1).values):
-        return report("nearest tokens", False, "the right tokens, in the wrong order: best (highest cosine) first.")
-    return report("nearest tokens", False, "cos(p, e) = p.e / (|p| |e|); take topk over the vocabulary dimension.")
+def reversed_prompt(peft_model):
+    """A copy of a trained P-tuning model with its virtual tokens in reverse order: the rows of the
+    encoder's input table flipped (the MLP acts on each row alone, so its output flips too)."""
+    flipped = copy.deepcopy(peft_model)
+    table = flipped.prompt_encoder["default"].embedding.weight                      # (P, d)
+    with torch.no_grad():
+        table.copy_(table.flip(0))
+    return flipped
 
 
-ORDER_TOLERANCE = 0.1   # "about the same": within 4 of the 40 test countries
+def order_scores(peft_model, tokenizer, rows) -> dict[str, float]:
+    """Exact match on `rows` with the trained order and with the virtual tokens reversed."""
+    return {"trained order": exact_match(peft_model, tokenizer, rows),
+            "reversed": exact_match(reversed_prompt(peft_model), tokenizer, rows)}
 
 
-def check_token_order(prediction, measured) -> Verdict:
+def _measured(title: str, measured, keys: set[str], how: str):
+    """None if `measured` is a well-formed {key: share} dict, else the verdict that says what to fix."""
+    if not isinstance(measured, dict) or set(measured) != keys:
+        return report(title, False, f"measure both: {how}.")
+    if any(not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in measured.values()):
+        return report(title, False, "an exact match is a share of the test countries, between 0 and 1.")
+    return None
+
+
+def check_token_order(prediction, measured, peft_model, tokenizer, rows) -> Verdict:
     """🌿 Predict, then run: does the trained prompt still work with its virtual tokens in reverse order?
     `prediction`: True (exact match stays within ORDER_TOLERANCE) or False; `measured`: the learner's
-    {"trained order": exact match, "reversed": exact match} on the test countries."""
+    {"trained order": exact match, "reversed": exact match} on `rows` (the test countries), which the
+    checker measures again on `peft_model` before judging."""
     title = "the order of the virtual tokens"
     if not (attempted(prediction) and attempted(measured)):
         return report(title, None)
     if not isinstance(prediction, bool):
         return report(title, False, f"predict True (reversed stays within {ORDER_TOLERANCE} of the trained order) or False.")
-    if not isinstance(measured, dict) or set(measured) != {"trained order", "reversed"}:
-        return report(title, False, 'measure both: {"trained order": exact_match(...), "reversed": exact_match(...)}.')
-    if any(not 0 <= value <= 1 for value in measured.values()):
-        return report(title, False, "an exact match is a share of the test countries, between 0 and 1.")
-    drop = measured["trained order"] - measured["reversed"]
+    wrong = _measured(title, measured, {"trained order", "reversed"},
+                      '{"trained order": exact_match(...), "reversed": exact_match(...)}')
+    if wrong is not None:
+        return wrong
+    truth = order_scores(peft_model, tokenizer, rows)
+    if any(abs(measured[k] - truth[k]) > 1e-9 for k in truth):
+        return report(title, False, f"measured again on this model: trained order {truth['trained order']:.3f}, reversed "
+                      f"{truth['reversed']:.3f}, not your {measured['trained order']:.3f} and {measured['reversed']:.3f}. "
+                      "Score all 40 test countries with exact_match, the reversed copy made with copy.deepcopy.")
+    drop = truth["trained order"] - truth["reversed"]
     same = abs(drop) <= ORDER_TOLERANCE + 1e-9   # 4 of 40 countries is 0.1 exactly, whatever the float rounding
-    summary = f"trained order {measured['trained order']:.3f}, reversed {measured['reversed']:.3f}"
     if same:
-        lesson = ("the order barely mattered here: the prompt acts more like a set of vectors the query attends "
+        lesson = ("The order barely mattered here: the prompt acts more like a set of vectors the query attends "
                   "to than like a sentence.")
     else:
-        lesson = ("the order matters: the virtual tokens are read causally at positions 0..P-1 (rotary "
+        lesson = ("The order matters: the virtual tokens are read causally at positions 0..P-1 (rotary "
                   "positions), so each was trained for its place and for what comes before it. A soft prompt is "
                   "a sequence, not a bag of vectors, which is also why P-tuning's LSTM tries to tie neighbours together.")
-    if prediction != same:
-        return report(title, False, f"measured {summary}: you predicted {'about the same' if prediction else 'a drop'}, "
-                      f"but {lesson}")
-    return report(title, True, f"measured {summary}: {lesson}")
+    return judge_prediction(title, "about the same" if prediction else "a drop", "about the same" if same else "a drop",
+                            f"trained order {truth['trained order']:.3f}, reversed {truth['reversed']:.3f}", lesson)
+
+
+TRANSFER_QUERY = "capital of {c} ? answer :"   # the probe without its first two tokens
+
+
+def check_prompt_transfer(prediction, measured, peft_model, tokenizer, rows) -> Verdict:
+    """🌳 Predict, then measure: the prompt learned in front of the probe, in front of TRANSFER_QUERY.
+    `prediction`: True if it still retrieves at least half as many test countries as with the probe;
+    `measured`: {"probe": exact match, "new query": exact match} on `rows`, checked by measuring again."""
+    title = "the learned prompt with another query"
+    if not (attempted(prediction) and attempted(measured)):
+        return report(title, None)
+    if not isinstance(prediction, bool):
+        return report(title, False, "predict True (at least half as many countries with the new query) or False.")
+    wrong = _measured(title, measured, {"probe", "new query"},
+                      '{"probe": exact_match(...), "new query": exact_match(...)}')
+    if wrong is not None:
+        return wrong
+    reworded = [{"prompt": TRANSFER_QUERY.format(c=row["country"]), "target": row["target"]} for row in rows]
+    truth = {"probe": exact_match(peft_model, tokenizer, rows), "new query": exact_match(peft_model, tokenizer, reworded)}
+    if any(abs(measured[k] - truth[k]) > 1e-9 for k in truth):
+        return report(title, False, f"measured again on this model: probe {truth['probe']:.3f}, new query "
+                      f"{truth['new query']:.3f}, not your {measured['probe']:.3f} and {measured['new query']:.3f}. "
+                      f"Score all 40 test countries, the new rows built with TRANSFER_QUERY.format(c=row['country']).")
+    kept = truth["new query"] >= truth["probe"] / 2
+    lesson = ("P-tuning learned how to ask *with this query*: the virtual tokens were fitted to the exact words that "
+              "follow them, so deleting two of those words loses most of what they retrieved. A learned prompt is a "
+              "patch for one query format, which is why the probe's format is fixed before the prompt is trained."
+              if not kept else
+              "The prompt carried over to a nearby query: what it learned is not tied to the exact words after it.")
+    return judge_prediction(title, "kept half" if prediction else "lost more than half",
+                            "kept half" if kept else "lost more than half",
+                            f"probe {truth['probe']:.3f}, new query {truth['new query']:.3f}", lesson)

@@ -1,7 +1,9 @@
 """Checkers for 10_prefix_tuning."""
 import torch
 
-from .checking import Verdict, attempted, call_stub, report
+from peftlab.workbook.batching import PromptTargetCollator
+
+from .checking import Verdict, attempted, judge_prediction, report
 
 
 def check_prefix_parameter_count(answer) -> Verdict:
@@ -24,64 +26,19 @@ def check_prefix_parameter_count(answer) -> Verdict:
     return report("prefix parameter count", False, "layers x 2 (keys, values) x P x key/value heads x head_dim.")
 
 
-def _flat_prefix(P=3, L=2, heads=2, head_dim=4):
-    return torch.arange(P * L * 2 * heads * head_dim, dtype=torch.float32).view(P, L * 2 * heads * head_dim)
-
-
-def check_split_prefix(fn) -> Verdict:
-    """🌿 peft's flat prefix (P, L*2*heads*head_dim) -> keys, values, each (L, heads, P, head_dim)."""
-    P, L, heads, head_dim = 3, 2, 2, 4
-    flat = _flat_prefix(P, L, heads, head_dim)
-    result = call_stub(fn, flat, L, heads, head_dim)
-    if not attempted(result):
-        return report("split the prefix", None)
-    if not (isinstance(result, tuple) and len(result) == 2):
-        return report("split the prefix", False, "return a pair: (keys, values).")
-    keys, values = result
-    shape = (L, heads, P, head_dim)
-    if tuple(keys.shape) != shape or tuple(values.shape) != shape:
-        return report("split the prefix", False, f"shapes {tuple(keys.shape)} and {tuple(values.shape)}, "
-                      f"expected (L, heads, P, head_dim) = {shape} each.")
-    kv = flat.view(P, L, 2, heads, head_dim).permute(1, 2, 3, 0, 4)          # (L, 2, heads, P, head_dim)
-    if torch.equal(keys, kv[:, 0]) and torch.equal(values, kv[:, 1]):
-        return report("split the prefix", True, "row i holds token i's key and value for every layer: "
-                      "[layer 0 key | layer 0 value | layer 1 key | ...].")
-    if torch.equal(keys, kv[:, 1]) and torch.equal(values, kv[:, 0]):
-        return report("split the prefix", False, "keys and values swapped: within a layer the key block comes first.")
-    wrong = flat.view(P, 2, L, heads, head_dim).permute(2, 1, 3, 0, 4)
-    if torch.equal(keys, wrong[:, 0]) and torch.equal(values, wrong[:, 1]):
-        return report("split the prefix", False, "the blocks go per layer (key, value of layer 0, then of layer 1), "
-                      "not all keys then all values: view as (P, L, 2, heads, head_dim).")
-    return report("split the prefix", False, "view the rows as (P, L, 2, heads, head_dim), then move P next to head_dim.")
-
-
-def check_gate(fn) -> Verdict:
-    """🌳 Attention mass on the P prefix positions: weights (B, H, n, P + n) -> (B, H, n)."""
-    g = torch.Generator().manual_seed(0)
-    P, n = 3, 4
-    attn = torch.randn(2, 2, n, P + n, generator=g).softmax(-1)
-    result = call_stub(fn, attn, P)
-    if not attempted(result):
-        return report("the gate lambda(x)", None)
-    result = torch.as_tensor(result)
-    if tuple(result.shape) != (2, 2, n):
-        return report("the gate lambda(x)", False, f"shape {tuple(result.shape)}, expected (B, H, n) = (2, 2, {n}).")
-    if torch.allclose(result, attn[..., :P].sum(-1)):
-        return report("the gate lambda(x)", True, "a fraction in (0, 1) per query; 1 - lambda goes to the real tokens.")
-    if torch.allclose(result, attn[..., -P:].sum(-1)):
-        return report("the gate lambda(x)", False, "the prefix is in *front* of the keys: the first P columns.")
-    if torch.allclose(result, attn[..., :P].mean(-1)):
-        return report("the gate lambda(x)", False, "a share of the mass is a sum over the P columns, not a mean.")
-    return report("the gate lambda(x)", False, "sum the softmax weights of the first P key positions.")
-
-
 DEPTH_CHOICES = ("deep P=2", "shallow P=8")
 
 
-def check_depth_or_length(prediction, measured) -> Verdict:
+@torch.no_grad()
+def records_test_loss(peft_model, tokenizer, rows) -> float:
+    """Mean loss on the record tokens and <eos> of `rows`: the notebook's `test_loss`."""
+    return float(peft_model(**PromptTargetCollator(tokenizer, add_eos=True)(list(rows))).loss)
+
+
+def check_depth_or_length(prediction, measured, models, tokenizer, rows) -> Verdict:
     """🌿 Predict, then run: at the same 1,024 trained numbers, a deep prefix of P = 2 or a shallow prompt
     of P = 8: which reaches the lower records test loss? `prediction`: one of DEPTH_CHOICES; `measured`:
-    the learner's {choice: test loss} for both."""
+    the learner's {choice: test loss} for both; `models`: {choice: the trained model}, measured again."""
     title = "depth or length?"
     if not (attempted(prediction) and attempted(measured)):
         return report(title, None)
@@ -91,14 +48,58 @@ def check_depth_or_length(prediction, measured) -> Verdict:
         return report(title, False, f"measure the test loss of both, as a dict with the keys {DEPTH_CHOICES}.")
     if any(not (isinstance(v, (int, float)) and v > 0) for v in measured.values()):
         return report(title, False, "a test loss is a positive number of nats per token.")
-    winner = min(DEPTH_CHOICES, key=measured.get)
-    summary = ", ".join(f"{k}: {measured[k]:.3f}" for k in DEPTH_CHOICES)
+    if not isinstance(models, dict) or set(models) != set(DEPTH_CHOICES):
+        return report(title, False, f"pass the two trained models too, as a dict with the keys {DEPTH_CHOICES}.")
+    trained = {k: m.get_nb_trainable_parameters()[0] for k, m in models.items()}
+    if set(trained.values()) != {1024}:
+        return report(title, False, f"both should train 1,024 numbers; these train {trained}.")
+    truth = {k: records_test_loss(models[k], tokenizer, rows) for k in DEPTH_CHOICES}
+    if any(abs(measured[k] - truth[k]) > 1e-4 for k in DEPTH_CHOICES):
+        return report(title, False, "measured again on these models: " + ", ".join(f"{k} {truth[k]:.3f}" for k in truth)
+                      + ". Pass test_loss(model, test_rows) of each.")
+    winner = min(DEPTH_CHOICES, key=truth.get)
     if winner == "deep P=2":
-        lesson = ("two virtual tokens in every layer beat eight at the input, at the same count: where the numbers "
-                  "sit matters more than how many there are (P-tuning v2's argument).")
+        lesson = ("two virtual tokens in every layer beat eight at the input, at the same 1,024 numbers; at 4,096 "
+                  "(above) the shallow prompt all but caught up. Depth pays most when the budget of numbers is "
+                  "small. One seed each: a tendency to test over seeds, not a law.")
     else:
         lesson = ("here the longer shallow prompt won at the same count: two virtual keys per layer are too few "
                   "to steer the model, so depth alone is not the whole story.")
-    if prediction != winner:
-        return report(title, False, f"test loss {summary}: the lower is {winner!r}, not {prediction!r}; {lesson}")
-    return report(title, True, f"test loss {summary}: {lesson}")
+    return judge_prediction(title, prediction, winner, "test loss " + ", ".join(f"{k}: {truth[k]:.3f}" for k in truth),
+                            lesson)
+
+
+RATE_CHECK = {"lr": 1e-2, "steps": 40, "seeds": 3}   # the MLP variant's rate and the seed runs' budget
+
+
+def check_mlp_or_rate(prediction, histories, final) -> Verdict:
+    """🌳 Predict, then run: was the MLP variant steadier because of the MLP, or because of its smaller
+    rate? `prediction`: "the MLP" or "the rate"; `histories`: the direct prefix's three seed runs at
+    the MLP's rate (train's History, whose per-step lr and length are checked); `final`: the notebook's
+    final losses per variant. "The rate" wins if the direct prefix at that rate is as steady (spread at
+    most twice the MLP's) and as low (mean within 0.1)."""
+    title = "the MLP or the rate?"
+    choices = ("the MLP", "the rate")
+    if not (attempted(prediction) and attempted(histories)):
+        return report(title, None)
+    if prediction not in choices:
+        return report(title, False, f"predict one of {choices}.")
+    if not (isinstance(histories, (list, tuple)) and len(histories) == RATE_CHECK["seeds"]
+            and all(hasattr(h, "lr") and hasattr(h, "loss") for h in histories)):
+        return report(title, False, "pass the three training histories (what train_peft returns second), one per seed.")
+    for h in histories:
+        if len(h.loss) != RATE_CHECK["steps"] or abs(max(h.lr) - RATE_CHECK["lr"]) > 1e-12:
+            return report(title, False, f"each run should be {RATE_CHECK['steps']} steps at a peak rate of "
+                          f"{RATE_CHECK['lr']:g}; one ran {len(h.loss)} steps at {max(h.lr):g}.")
+    direct = [sum(h.loss[-5:]) / 5 for h in histories]
+    mlp = [float(v) for v in final["MLP reparameterised"]]
+    spread, mlp_spread = max(direct) - min(direct), max(mlp) - min(mlp)
+    mean, mlp_mean = sum(direct) / len(direct), sum(mlp) / len(mlp)
+    found = "the rate" if spread <= 2 * mlp_spread and mean <= mlp_mean + 0.1 else "the MLP"
+    lesson = ("At the MLP's small rate the direct prefix hardly trains: its raw keys and values need large steps, "
+              "and large steps on them are what make it erratic. The MLP gives the prefix a parameterisation "
+              "that trains at a small rate; the rate alone does not." if found == "the MLP" else
+              "The direct prefix was as steady at the smaller rate: here the rate, not the MLP, made the difference.")
+    return judge_prediction(title, prediction, found, f"direct prefix at lr {RATE_CHECK['lr']:g}: final loss "
+                            + ", ".join(f"{v:.2f}" for v in direct) + f" (spread {spread:.2f}, mean {mean:.2f}); "
+                            f"MLP: spread {mlp_spread:.2f}, mean {mlp_mean:.2f}", lesson)

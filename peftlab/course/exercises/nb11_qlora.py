@@ -1,10 +1,8 @@
 """Checkers for 11_qlora."""
-import torch
 
-from peftlab.nf4 import pack, quantize_nf4
-from peftlab.workbook.memory import LLAMA_SHAPES, llama_parameters
+from peftlab.workbook.memory import LLAMA_SHAPES, finetuning_memory, llama_parameters
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, judge_prediction, report
 
 NF4_DQ_BITS = 4 + 8 / 64 + 32 / (64 * 256)
 
@@ -27,46 +25,83 @@ def check_7b_nf4_gigabytes(answer) -> Verdict:
     return report("7B in NF4", False, "parameters x 4.127 bits / 8 bits per byte / 1e9.")
 
 
-def check_unpack_codes(fn) -> Verdict:
-    """🌿 unpack_codes(packed uint8) -> the codes, two per byte, the high half first."""
-    codes = torch.randint(0, 16, (10,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    result = call_stub(fn, pack(codes))
-    if not attempted(result):
-        return report("unpack the codes", None)
-    result = torch.as_tensor(result)
-    if result.numel() != 10:
-        return report("unpack the codes", False, f"{result.numel()} codes from 5 bytes; there are two per byte.")
-    if torch.equal(result.long().flatten(), codes.long()):
-        return report("unpack the codes", True, "byte >> 4 and byte & 15, interleaved: what dequantize() starts with.")
-    swapped = torch.stack([codes[1::2], codes[0::2]], dim=1).flatten()
-    if torch.equal(result.long().flatten(), swapped.long()):
-        return report("unpack the codes", False, "the first code of each pair is in the *high* half (byte >> 4).")
-    return report("unpack the codes", False, "for each byte b: first b >> 4, then b & 15 (0xF).")
+GiB = 2**30
+FIT = {"size": "65B", "method": "QLoRA", "r": 64, "batch": 1, "seq": 2048}   # the question's settings
+GPU_GIB = 48
 
 
-def best_block(linear_weights: dict, budget: float = 4.25) -> tuple[int, dict]:
-    """The block size (of 32, 64, 128, 256) with the lowest mean relative error within `budget` bits."""
-    stats = {}
-    for block in (32, 64, 128, 256):
-        quantized = {name: quantize_nf4(w, block, double_quant=True) for name, w in linear_weights.items()}
-        error = sum(float((q.dequantize() - w).pow(2).mean() / w.var()) for w, q in
-                    zip(linear_weights.values(), quantized.values())) / len(quantized)
-        bits = 8 * sum(q.nbytes for q in quantized.values()) / sum(w.numel() for w in linear_weights.values())
-        stats[block] = (error, bits)
-    allowed = [b for b, (_, bits) in stats.items() if bits <= budget]
-    return min(allowed, key=lambda b: stats[b][0]), stats
+def check_65b_at_2048(prediction, settings, measured_gib) -> Verdict:
+    """🌿 Predict, then measure: does the 65B QLoRA fine-tuning still fit one 48 GB GPU with sequences of
+    2,048 tokens (four times the notebook's 512)? `prediction`: "fits" or "does not fit"; `settings`: the
+    keyword arguments given to finetuning_memory; `measured_gib`: its total in GiB, computed again here."""
+    title = "65B at 2,048 tokens"
+    if not (attempted(prediction) and attempted(measured_gib)):
+        return report(title, None)
+    if prediction not in ("fits", "does not fit"):
+        return report(title, False, "predict 'fits' or 'does not fit'.")
+    if not isinstance(settings, dict) or any(settings.get(k) != v for k, v in FIT.items()):
+        return report(title, False, f"measure with the question's settings: finetuning_memory(**{FIT}) "
+                      f"(gradient checkpointing on, its default); pass that dict as `settings`.")
+    truth = finetuning_memory(**settings)
+    total = truth["total"] / GiB
+    if not isinstance(measured_gib, (int, float)) or abs(measured_gib - total) > 0.01:
+        return report(title, False, f"finetuning_memory(**settings)['total'] is {total:.2f} GiB; pass it in GiB "
+                      "(divide the bytes by 2**30).")
+    found = "fits" if total <= GPU_GIB else "does not fit"
+    lesson = (f"Four times the tokens is four times the checkpointed activations ({truth['activations'] / GiB:.1f} GiB "
+              f"instead of 0.8), and the total comes to {total:.1f} GiB: {GPU_GIB - total:.1f} GiB under 48 on paper. "
+              "That margin must hold the CUDA context (several hundred MiB), the dequantized weight of the layer being "
+              "computed and the recomputed block's activations during the backward pass: on paper it fits, in "
+              "practice it is too thin to count on, which is why QLoRA pages optimizer state and why people shorten "
+              "sequences or checkpoint more finely before they buy a bigger GPU.")
+    return judge_prediction(title, prediction, found, f"{total:.1f} GiB for 65B QLoRA, r=64, one sequence of 2,048 "
+                            "tokens", lesson)
 
 
-def check_best_block_size(fn, linear_weights) -> Verdict:
-    """🌳 best_block_size(linear_weights) -> the block size with the lowest error within 4.25 bits."""
-    answer = call_stub(fn, linear_weights)
-    if not attempted(answer):
-        return report("best block size", None)
-    right, stats = best_block(linear_weights)
-    table = ", ".join(f"{b}: {e:.4f} at {bits:.3f} bits" for b, (e, bits) in stats.items())
-    if answer == right:
-        return report("best block size", True, f"{right} ({table}). Smaller blocks err less until their constants "
-                      "cost more bits than the budget allows.")
-    if answer == 32 and stats[32][1] > 4.25:
-        return report("best block size", False, f"32 errs least but costs {stats[32][1]:.3f} bits, over the budget.")
-    return report("best block size", False, f"compare error and bits for each size: {table}.")
+SEED_CHECK = 5   # a seed outside the stored comparison's 0-4
+CLOSE = 0.05     # "as good": within 0.05 accuracy
+
+
+NEW_SEED_ROWS = {"LoRA": "LoRA, float base", "QLoRA": "QLoRA, NF4 + double quantization"}
+
+
+def new_seed_scores() -> dict[str, float]:
+    """Test accuracy of both rows of the stored comparison on seed SEED_CHECK, each at its stored rate."""
+    from peftlab.course.experiments import nb11_qlora
+    from peftlab.course.experiments.protocol import load_results, run_method
+    from peftlab.workbook.data import load_task
+    stored, settings = load_results("nb11_qlora"), nb11_qlora.SETTINGS
+    test = {"test": list(load_task("sentiment")["test"])[:stored["settings"]["n_test"]]}
+    return {short: run_method(nb11_qlora.METHODS[name], stored["rows"][name]["lr"], SEED_CHECK,
+                              base_name=settings["base_name"], task_name="sentiment", steps=settings["steps"],
+                              batch_size=settings["batch_size"], eval_rows=test)["test"]
+            for short, name in NEW_SEED_ROWS.items()}
+
+
+def check_qlora_on_a_new_seed(prediction, measured) -> Verdict:
+    """🌳 Predict, then measure: on seed SEED_CHECK, at the stored rates, does QLoRA (NF4 + double
+    quantization) land within CLOSE of LoRA on the float base? `prediction`: True or False; `measured`:
+    {"LoRA": test accuracy, "QLoRA": test accuracy}, both run again here (about 3 s)."""
+    from peftlab.course.experiments.protocol import load_results
+    from peftlab.workbook.stats import compare
+    title = "QLoRA against LoRA on a new seed"
+    if not (attempted(prediction) and attempted(measured)):
+        return report(title, None)
+    if not isinstance(prediction, bool):
+        return report(title, False, f"predict True (within {CLOSE} of each other) or False.")
+    if not isinstance(measured, dict) or set(measured) != set(NEW_SEED_ROWS):
+        return report(title, False, 'measure both: {"LoRA": run["test"], "QLoRA": run["test"]}.')
+    stored, truth = load_results("nb11_qlora"), new_seed_scores()
+    if any(measured[k] != truth[k] for k in truth):
+        return report(title, False, f"run again here, seed {SEED_CHECK} at the stored rates gives LoRA "
+                      f"{truth['LoRA']:.3f} and QLoRA {truth['QLoRA']:.3f}: use run_method with seed={SEED_CHECK}, "
+                      "each method's stored lr and the stored settings, and pass run['test'].")
+    close = abs(truth["LoRA"] - truth["QLoRA"]) <= CLOSE + 1e-9
+    over_seeds = compare(stored["rows"][NEW_SEED_ROWS["QLoRA"]]["test"], stored["rows"][NEW_SEED_ROWS["LoRA"]]["test"],
+                         names=("QLoRA", "LoRA"))
+    lesson = (f"Over the stored seeds 0-4: {over_seeds.verdict} (QLoRA - LoRA {over_seeds.difference:+.3f}, 95% "
+              f"interval {over_seeds.low:+.3f} to {over_seeds.high:+.3f}). One more seed is one more draw from a "
+              "spread of about 0.1 between seeds, so a single seed could land either way: the 4-bit base is "
+              "judged by the interval over seeds, not by one run.")
+    return judge_prediction(title, "within 0.05" if prediction else "apart", "within 0.05" if close else "apart",
+                            f"seed {SEED_CHECK}: LoRA {truth['LoRA']:.3f}, QLoRA {truth['QLoRA']:.3f}", lesson)

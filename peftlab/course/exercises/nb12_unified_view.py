@@ -1,10 +1,7 @@
 """Checkers for 12_unified_view."""
-import random
 import statistics
 
-from peftlab.course.unified_view import pareto_front
-
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, judge_prediction, report
 
 FORMS = {"LoRA": "parallel", "(IA)3": "rescale", "BitFit": "shift", "prefix tuning": "gated",
          "Houlsby adapter": "sequential", "parallel adapter": "parallel", "LayerNorm tuning": "rescale"}
@@ -37,38 +34,48 @@ def _mean(values):
     return statistics.mean(values)
 
 
-def expected_choices(results: dict) -> dict[str, str]:
-    """The scenario rules of the exercise, applied to the stored Llama rows."""
+def expected_choices(results: dict) -> dict[str, list[str]]:
+    """The scenario rules of the exercise, applied to the stored Llama rows: for each scenario the rows
+    that satisfy its rule and that no eligible row beats detectably (stats.rank's first group over the
+    seeds; "serve" is decided by file size, which has no seeds, so it has one answer)."""
+    from peftlab.workbook.stats import rank
     rows = {n: r for n, r in results["rows"].items() if r["base_model"] == "pico-llama-1m"}
-    serve = min((n for n, r in rows.items() if r["test_mean"] >= 0.95 and r["merges"]), key=lambda n: rows[n]["saved_bytes"])
-    memory = max((n for n, r in rows.items() if r["memory"]["total"] <= 16 * 2**20), key=lambda n: rows[n]["test_mean"])
-    knowledge = max((n for n, r in rows.items() if _mean(r["heldout_perplexity"]) < 3), key=lambda n: rows[n]["test_mean"])
-    return {"serve": serve, "memory": memory, "knowledge": knowledge}
+    good = [n for n, r in rows.items() if r["test_mean"] >= 0.95]
+    serve = min(good, key=lambda n: rows[n]["saved_bytes"])
+    memory = [n for n, r in rows.items() if r["memory"]["total"] <= 16 * 2**20]
+    knowledge = [n for n, r in rows.items() if _mean(r["heldout_perplexity"]) < 3]
+    return {"serve": [serve],
+            "memory": rank({n: rows[n]["test"] for n in memory})[0],
+            "knowledge": rank({n: rows[n]["test"] for n in knowledge})[0]}
 
 
 def check_choices(choices, results: dict) -> Verdict:
-    """🌿 One row per scenario, by the rule the exercise gives."""
+    """🌿 One row per scenario, by the rule the exercise gives; where the seeds cannot separate the best
+    rows, any of them is right (and the verdict says which were tied)."""
     if not isinstance(choices, dict) or not any(attempted(v) for v in choices.values()):
         return report("choose a method", None)
     right = expected_choices(results)
     unknown = [c for c in choices.values() if attempted(c) and c not in results["rows"]]
     if unknown:
         return report("choose a method", False, f"use the row names of the table exactly; not a row: {unknown}")
-    for scenario, name in right.items():
+    for scenario, names in right.items():
         picked = choices.get(scenario)
-        if picked == name:
+        if picked in names:
             continue
         row = results["rows"].get(picked) if attempted(picked) else None
-        if scenario == "serve" and row is not None and not row["merges"]:
-            return report("choose a method", False, f"{picked} does not merge: every request would pay its latency.")
+        if scenario == "serve" and row is not None and row["test_mean"] < 0.95:
+            return report("choose a method", False, f"{picked} scores {row['test_mean']:.3f} on average, under 0.95.")
         if scenario == "memory" and row is not None and row["memory"]["total"] > 16 * 2**20:
             return report("choose a method", False, f"{picked} holds {row['memory']['total'] / 2**20:.1f} MiB per step.")
         if scenario == "knowledge" and row is not None and _mean(row["heldout_perplexity"]) >= 3:
             return report("choose a method", False,
                           f"{picked} leaves a perplexity of {_mean(row['heldout_perplexity']):.1f}: too much forgotten.")
         return report("choose a method", False, f"{scenario!r}: not yet; apply the rule to every Llama row.")
-    return report("choose a method", True, f"serve: {right['serve']}, memory: {right['memory']}, knowledge: "
-                  f"{right['knowledge']}. Note the last: when knowledge must survive, the gentle full fine-tuning wins.")
+    tied = {s: names for s, names in right.items() if len(names) > 1}
+    return report("choose a method", True, f"serve: {right['serve'][0]} (unmerged: 1,000 adapters share one base, "
+                  "and routing, notebook 13, serves them in one batch; merging would mean 1,000 copies of the "
+                  "model). " + "".join(f"{s}: the seeds cannot separate {', '.join(n)}, so any of them is right. "
+                                       for s, n in tied.items()))
 
 
 def check_ia3_prediction(prediction, run, reference) -> Verdict:
@@ -84,32 +91,7 @@ def check_ia3_prediction(prediction, run, reference) -> Verdict:
     if high == low:
         return report("predict, then measure", False, "that is the run at 0.1 again: train at lr 0.3.")
     outcome = "more" if high > low else "less"
-    message = (f"perplexity {low:.2f} at 0.1, {high:.2f} at 0.3 (test {reference['test']:.3f} -> {run['test']:.3f}): "
-               f"{outcome} forgetting.")
-    if prediction == outcome:
-        return report("predict, then measure", True, message + " Larger steps move the rescaled activations further.")
-    return report("predict, then measure", False, message + " Your prediction said otherwise: what does a 3x larger "
-                  "step do to each l?")
-
-
-def check_frontier(fn) -> Verdict:
-    """🌳 frontier(points) -> names on the Pareto frontier, sorted by cost."""
-    rng = random.Random(0)
-    cases = [{"a": (1, 0.5), "b": (2, 0.9), "c": (3, 0.8), "d": (2, 0.9)}, {"only": (5, 0.1)},
-             {"x": (1, 1.0), "y": (1, 0.5), "z": (0.5, 0.2)}]
-    cases += [{f"m{i}": (rng.choice([1, 2, 3, 10, 100]), rng.choice([0.5, 0.7, 0.9, 1.0])) for i in range(8)}
-              for _ in range(20)]
-    for points in cases:
-        got = call_stub(fn, dict(points))
-        if not attempted(got):
-            return report("Pareto frontier", None)
-        right = pareto_front(points)
-        if list(got) == right:
-            continue
-        if sorted(got) == sorted(right):
-            return report("Pareto frontier", False, "the right names; sort them by cost.")
-        if set(right) < set(got):
-            return report("Pareto frontier", False, f"{sorted(set(got) - set(right))} are beaten: some point costs no "
-                          f"more and scores no less. Points: {points}")
-        return report("Pareto frontier", False, f"for {points} the frontier is {right}, not {list(got)}. Equal points both stay.")
-    return report("Pareto frontier", True, "every point off the frontier is beaten by one on it.")
+    return judge_prediction("predict, then measure", prediction, outcome,
+                            f"perplexity {low:.2f} at 0.1, {high:.2f} at 0.3 (test {reference['test']:.3f} -> "
+                            f"{run['test']:.3f})", "Larger steps move each rescaling vector l further from 1, and the "
+                            "rescaled keys, values and feed-forward inputs with it: forgetting grows with the rate.")

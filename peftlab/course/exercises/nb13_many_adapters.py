@@ -1,7 +1,7 @@
 """Checkers for 13_many_adapters."""
 import torch
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 # pico-llama-1m: 4 layers; q_proj 128 -> 128, v_proj 128 -> 64; both adapters r=4
 LAYERS, WIDTH, Q_OUT, V_OUT, R = 4, 128, 128, 64, 4
@@ -80,37 +80,44 @@ def check_mixed_lora(fn) -> Verdict:
                   "out[i] += s * x[i] @ A.T @ B.T.")
 
 
-def check_cat_factors(prediction, fn) -> Verdict:
-    """🌳 predict which combination_type is exact, then stack factors into one adapter."""
-    if not attempted(prediction):
-        return report("an exact combination", None)
-    choice = str(prediction).strip().strip('"\'').lower()
-    if choice != "cat":
-        hints = {"linear": "linear merges A's with A's and B's with B's: (B_1 + B_2)(A_1 - A_2) has cross terms.",
-                 "svd": "svd keeps the best rank-r approximation, r = 4 by default, of a sum of rank up to 8."}
-        return report("an exact combination", False, hints.get(choice, "one of 'cat', 'linear', 'svd'."))
-    g = torch.Generator().manual_seed(1)
-    factors = [(torch.randn(2, 5, generator=g), torch.randn(3, 2, generator=g), 2.0),
-               (torch.randn(3, 5, generator=g), torch.randn(3, 3, generator=g), 0.5)]
-    weights = [1.0, -0.75]
-    answer = call_stub(fn, factors, weights)
-    if not attempted(answer):
-        return report("an exact combination", None)
-    A, B = (torch.as_tensor(t).detach() for t in answer)
-    want = sum(w * s * b @ a for (a, b, s), w in zip(factors, weights))
-    if A.shape[0] != 5 or B.shape[1] != 5:
-        return report("an exact combination", False, f"A is {tuple(A.shape)} and B {tuple(B.shape)}: stacking "
-                      "gives rank 2 + 3 = 5, A (5, in) and B (out, 5).")
-    product = B @ A
-    if torch.allclose(product, want, atol=1e-5):
-        return report("an exact combination", True, "'cat': stacked factors multiply out to exactly the weighted "
-                      "sum, at rank r_1 + r_2.")
-    if torch.allclose(product, sum(w * w * s * b @ a for (a, b, s), w in zip(factors, weights)), atol=1e-5):
-        return report("an exact combination", False, "the weight went on both A and B, so it counts twice "
-                      "(w², and the sign is lost): put w on one factor only.")
-    if torch.allclose(product, sum(w * b @ a for (a, b, s), w in zip(factors, weights)), atol=1e-5):
-        return report("an exact combination", False, "the new adapter has scale 1: fold each old scaling s_i in.")
-    if torch.allclose(product, sum(abs(w) * s * b @ a for (a, b, s), w in zip(factors, weights)), atol=1e-5):
-        return report("an exact combination", False, "the negative weight lost its sign.")
-    return report("an exact combination", False, "A = [w_1 s_1 A_1; w_2 s_2 A_2] (torch.cat on dim 0), "
-                  "B = [B_1 B_2] (torch.cat on dim 1).")
+HALF = (0.5, 0.5)
+
+
+def half_merge_capitals(model, tokenizer, rows) -> float:
+    """Capitals exact match on `rows` of the cat merge of the model's "sentiment" and "capitals" adapters
+    at weights HALF, built under a name of its own and deleted afterwards (the model's adapters stay)."""
+    from peftlab.workbook.evaluate import exact_match
+    active, name = model.active_adapter, "checker_half_merge"
+    model.add_weighted_adapter(["sentiment", "capitals"], list(HALF), name, combination_type="cat")
+    try:
+        model.set_adapter(name)
+        return exact_match(model, tokenizer, rows)
+    finally:
+        model.set_adapter(active)
+        model.delete_adapter(name)
+
+
+def check_half_merge(prediction, measured, model, tokenizer, rows, full_weight_score) -> Verdict:
+    """🌳 Predict, then measure: does halving both task vectors (cat at weights 0.5, 0.5) raise the
+    capitals score above the (1, 1) merge's `full_weight_score`? `prediction`: True or False;
+    `measured`: the learner's capitals exact match of that merge on `rows`, measured again here."""
+    title = "a merge at half weight"
+    if not (attempted(prediction) and attempted(measured)):
+        return report(title, None)
+    if not isinstance(prediction, bool):
+        return report(title, False, "predict True (the half-weight merge scores higher on capitals) or False.")
+    if not isinstance(measured, (int, float)) or not 0 <= measured <= 1:
+        return report(title, False, "pass the capitals exact match of the half-weight merge: a share between 0 and 1.")
+    truth = half_merge_capitals(model, tokenizer, rows)
+    if abs(measured - truth) > 1e-9:
+        return report(title, False, f"measured again here, the cat merge at weights {HALF} scores {truth:.3f} on these "
+                      f"countries, not {measured:.3f}: merge with add_weighted_adapter(['sentiment', 'capitals'], "
+                      "[0.5, 0.5], ..., combination_type='cat'), set it active, and score capitals_test.")
+    higher = truth > full_weight_score
+    lesson = ("Each task vector was fitted to act alone at full strength; summed, they push the shared q and v "
+              "projections twice. Halving both can leave each task too weak to work, or remove enough of the "
+              "interference to help: which one wins is an empirical question, which is why task arithmetic "
+              "chooses its weight on validation data (Ilharco et al. 2023), as the stored runs over seeds below do.")
+    return judge_prediction(title, "higher" if prediction else "not higher", "higher" if higher else "not higher",
+                            f"capitals exact match: weights (1, 1) {full_weight_score:.3f}, weights {HALF} {truth:.3f}",
+                            lesson)

@@ -1,10 +1,9 @@
 """Checkers for 15_peft_for_images. The predictions are judged on the stored 5-seed results
 (results/nb15_images.json), so a checker's verdict does not depend on one lucky run."""
-import statistics
 
 from peftlab.course.experiments.protocol import load_results
 
-from .checking import Verdict, attempted, report
+from .checking import Verdict, attempted, judge_prediction, report
 
 NAMES = {"probe": "linear probe", "linear probe": "linear probe", "lora": "LoRA", "full": "full fine-tuning",
          "full fine-tuning": "full fine-tuning"}
@@ -17,14 +16,21 @@ def _row(name: str, steps: int = 100) -> dict:
     return load_results("nb15_images")["rows"][f"{name}, {steps} steps"]
 
 
+def measured_groups(steps: int = 100) -> list[list[str]]:
+    """The methods in groups the seeds can separate, best first (stats.rank over the stored 5 seeds)."""
+    from peftlab.workbook.stats import rank
+    return rank({m: _row(m, steps)["test"] for m in ("linear probe", "LoRA", "full fine-tuning")})
+
+
 def measured_ranking(steps: int = 100) -> list[str]:
-    """The methods by mean test accuracy on the new digits, best first (stored results)."""
-    methods = ("linear probe", "LoRA", "full fine-tuning")
-    return sorted(methods, key=lambda m: -_row(m, steps)["test_summary"]["mean"])
+    """One order consistent with measured_groups: the groups in turn, by mean inside each."""
+    return [name for group in measured_groups(steps) for name in group]
 
 
 def check_ranking(ranking) -> Verdict:
-    """🌱 the three methods ordered by accuracy on the new digits after 100 steps."""
+    """🌱 the three methods ordered by accuracy on the new digits after 100 steps: any order that keeps the
+    groups the seeds separate (methods inside one group may come in either order)."""
+    from peftlab.workbook.stats import format_rank
     title = "ranking the methods"
     if not attempted(ranking):
         return report(title, None)
@@ -34,12 +40,14 @@ def check_ranking(ranking) -> Verdict:
         return report(title, False, f"unknown name {error}; use 'probe', 'lora' and 'full'.")
     if sorted(names) != sorted(NAMES[n] for n in ("probe", "lora", "full")):
         return report(title, False, "name each of 'probe', 'lora' and 'full' once, best first.")
-    right = measured_ranking()
-    means = ", ".join(f"{m} {_row(m)['test_summary']['mean']:.3f}" for m in right)
-    if names == right:
-        return report(title, True, f"{means} (5 seeds). The new digits need new features, not only a new "
-                      "readout of the old ones: the more of the backbone trains, the better, after 100 steps.")
-    if names[-1] != right[-1]:
+    groups = measured_groups()
+    group_of = {name: k for k, group in enumerate(groups) for name in group}
+    means = ", ".join(f"{m} {_row(m)['test_summary']['mean']:.3f}" for m in measured_ranking())
+    if [group_of[n] for n in names] == sorted(group_of[n] for n in names):
+        return report(title, True, f"{means} (5 seeds; what the seeds separate: {format_rank(groups)}). The new "
+                      "digits need new features, not only a new readout of the old ones: the more of the backbone "
+                      "trains, the better, after 100 steps.")
+    if group_of[names[-1]] != len(groups) - 1:
         return report(title, False, "which method cannot change the features at all? Features learned for 0-4 "
                       "are not enough to tell a 7 from a 9.")
     return report(title, False, "close: compare how much of the backbone each method can change in 100 steps.")
@@ -67,20 +75,35 @@ def check_exact_keepers(exact) -> Verdict:
 
 
 def patch_conv_effect() -> str:
-    """'helps' or 'hurts' when LoRA with the patch convolution beats (loses to) LoRA without it on every
-    one of the 5 seeds (paired by seed), else 'no clear change' (stored results, 100 steps)."""
-    with_conv, without = _row("LoRA + patch conv")["test"], _row("LoRA")["test"]
-    if all(a > b for a, b in zip(with_conv, without)):
-        return "helps"
-    if all(a < b for a, b in zip(with_conv, without)):
-        return "hurts"
-    return "no clear change"
+    """'helps' or 'hurts' when compare, paired by seed over the stored 5 seeds, puts LoRA with the patch
+    convolution detectably ahead of (behind) LoRA without it at 100 steps, else 'no clear change'."""
+    from peftlab.workbook.stats import compare
+    verdict = compare(_row("LoRA + patch conv")["test"], _row("LoRA")["test"], names=("with", "without"))
+    return "helps" if verdict.low > 0 else "hurts" if verdict.high < 0 else "no clear change"
 
 
-def check_patch_conv(extra_parameters, effect) -> Verdict:
-    """🌳 LoRA on the patch embedding: parameters added, and its effect after 100 steps."""
+def patch_conv_runs(seed: int = 0) -> dict[str, dict]:
+    """The exercise's measurement: LoRA without and with the patch convolution, 100 steps, each at its
+    stored learning rate, on `seed` (about 10 s)."""
+    from peftlab.course.experiments.nb15_images import BATCH_SIZE
+    from peftlab.course.experiments.transfer import NEW_TASK, OLD_TASK, lora_config, run_transfer
+    from peftlab.workbook.data.images import load_images
+    from peftlab.workbook.runtime import one_thread
+    from peftlab.workbook.vision import load_vision_model
+    base, new, old = load_vision_model(), load_images(NEW_TASK), load_images(OLD_TASK)
+    with one_thread():   # as the stored runs: then seed 0 comes out exactly
+        return {name: run_transfer(base, "lora", _row(name)["lr"], seed, new_task=new, old_task=old, steps=100,
+                                   batch_size=BATCH_SIZE, config=lora_config(patch_conv=name != "LoRA"))
+                for name in ("LoRA", "LoRA + patch conv")}
+
+
+def check_patch_conv(extra_parameters, effect, measured) -> Verdict:
+    """🌳 LoRA on the patch embedding: parameters added, and its effect after 100 steps, predicted first;
+    `measured` is what patch_conv_runs(0) returns (the learner's seed 0, checked against the stored one),
+    and the effect is judged over the stored 5 seeds."""
+    from peftlab.workbook.stats import compare
     title = "LoRA on the patch convolution"
-    if not (attempted(extra_parameters) and attempted(effect)):
+    if not (attempted(extra_parameters) and attempted(effect) and attempted(measured)):
         return report(title, None)
     right = R * (PATCH_IN * KERNEL * KERNEL + PATCH_OUT)
     if extra_parameters != right:
@@ -90,18 +113,27 @@ def check_patch_conv(extra_parameters, effect) -> Verdict:
         if extra_parameters == PATCH_OUT * PATCH_IN * KERNEL * KERNEL:
             return report(title, False, "that is the kernel itself; LoRA adds A (r, in*k*k) and B (out, r).")
         return report(title, False, "A: r x (in * k * k), B: out x r, with in = 1, k = 2, out = 64, r = 4.")
-    measured = patch_conv_effect()
     answer = str(effect).strip().lower()
-    with_conv, without = _row("LoRA + patch conv"), _row("LoRA")
-    numbers = (f"with it {statistics.mean(with_conv['test']):.3f} (lr {with_conv['lr']:g}), without "
-               f"{statistics.mean(without['test']):.3f} (lr {without['lr']:g}), 5 seeds")
     if answer not in ("helps", "hurts", "no clear change"):
         return report(title, False, "effect is one of 'helps', 'hurts', 'no clear change'.")
-    if answer != measured:
-        return report(title, False, f"{right} parameters is right; the effect: {numbers}. Look at it seed by "
-                      "seed in the stored results before you decide.")
+    names = ("LoRA", "LoRA + patch conv")
+    if not (isinstance(measured, dict) and set(measured) == set(names)):
+        return report(title, False, "pass what exercises.patch_conv_runs(0) returns: one run per variant.")
+    for name in names:
+        run, row = measured[name], _row(name)
+        if run.get("seed") != 0 or run.get("test") != row["test"][0]:
+            return report(title, False, f"this {name} run is not the stored seed 0: run exercises.patch_conv_runs(0) "
+                          "as it is.")
+    if measured["LoRA + patch conv"]["trainable"] - measured["LoRA"]["trainable"] != right:
+        return report(title, False, "the two runs should differ by the patch convolution's LoRA factors only.")
+    found = patch_conv_effect()
+    with_conv, without = _row("LoRA + patch conv"), _row("LoRA")
+    verdict = compare(with_conv["test"], without["test"], names=("with", "without"))
+    numbers = (f"seed 0: with it {measured['LoRA + patch conv']['test']:.3f}, without {measured['LoRA']['test']:.3f}; "
+               f"over 5 seeds with minus without {verdict.difference:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] "
+               f"(lr {with_conv['lr']:g} and {without['lr']:g})")
     why = {"no clear change": "The new digits are written with the same pen strokes as the old ones, so how "
                               "2 x 2 patches become vectors plausibly needs little change.",
            "helps": "Even the way 2 x 2 patches become vectors gains from adapting to the new digits.",
            "hurts": "Moving the patch embedding moves the input of every layer: it makes training harder."}
-    return report(title, True, f"{right} parameters; {measured}: {numbers}. {why[measured]}")
+    return judge_prediction(title, answer, found, f"{right} parameters added; {numbers}", why[found])
