@@ -191,24 +191,23 @@ def test_nb05_checkers_accept_right_answers_and_explain_wrong_ones(capsys):
     assert not nb05.check_vera_parameters(4 * 2 * 1024)
     assert "per *output*" in capsys.readouterr().out.split("\n")[-2]
 
-    def merged(W, A, B, m, s):
-        adapted = W + s * B @ A
-        return m[:, None] * adapted / adapted.norm(dim=1, keepdim=True)
+    import torch
 
-    def stub(*args):
-        raise NotImplementedError
-
-    assert nb05.check_dora_merged_weight(merged)
-    assert not nb05.check_dora_merged_weight(lambda W, A, B, m, s: W + s * B @ A)
-    assert "LoRA's merged weight" in capsys.readouterr().out.split("\n")[-2]
-    assert not nb05.check_dora_merged_weight(lambda W, A, B, m, s: merged(W, A, B, m, 1.0))
-    assert not nb05.check_dora_merged_weight(stub)
-    assert "not attempted" in capsys.readouterr().out
-
-    assert nb05.check_full_rank_budget(12, 2 * 12 * 256, 128 * 256)
-    assert not nb05.check_full_rank_budget(11, 2 * 11 * 256, 128 * 256)
-    assert not nb05.check_full_rank_budget(12, 12 * 256, 128 * 256)
-    assert not nb05.check_full_rank_budget(12, 2 * 12 * 256, None)
+    from peftlab import LoKrConfig, get_peft_model
+    torch.manual_seed(0)
+    lokr = get_peft_model(torch.nn.Sequential(torch.nn.Linear(128, 128)),
+                          LoKrConfig(r=8, decompose_factor=8, target_modules=["0"], init_weights=False))
+    layer = lokr.base_model.model[0]
+    assert int(torch.linalg.matrix_rank(layer.get_delta_weight("default").detach())) == 128
+    assert lokr.get_nb_trainable_parameters()[0] == nb05.FULL_RANK["LoKr"] == 320, "the answer is measured"
+    assert nb05.check_full_rank_budget("LoKr", 320)
+    assert not nb05.check_full_rank_budget("LoHa", 6144)
+    assert "look at LoKr" in capsys.readouterr().out.split("\n")[-2]
+    assert not nb05.check_full_rank_budget("LoKr", 272)
+    assert not nb05.check_full_rank_budget("LoRA", 32768)
+    assert not nb05.check_full_rank_budget("VeRA", 1)
+    assert "choose one of" in capsys.readouterr().out.split("\n")[-2]
+    assert not nb05.check_full_rank_budget("LoKr", None)
     assert "not attempted" in capsys.readouterr().out.split("\n")[-2]
 
 
