@@ -52,35 +52,6 @@ def _library_budget(b0, bT, tinit, tfinal, total, delta_t, step) -> int:
     return RankAllocator.budget_schedule(allocator, step)[0]
 
 
-def check_budget(fn) -> Verdict:
-    """🌿 budget(step, init_budget, target_budget, tinit, tfinal, total_step) -> triplets to keep."""
-    for b0, bT, tinit, tfinal, total, delta_t in SCHEDULES:
-        for step in range(total + 1):
-            got = call_stub(fn, step, b0, bT, tinit, tfinal, total)
-            if not attempted(got):
-                return report("budget schedule", None)
-            expected = _library_budget(b0, bT, tinit, tfinal, total, delta_t, step)
-            if got == expected and isinstance(got, int):
-                continue
-            where = f"budget({step}, {b0}, {bT}, tinit={tinit}, tfinal={tfinal}, total_step={total})"
-            if not isinstance(got, int) and got == expected:
-                hint = "return an int (round down, as int() does): a budget counts triplets."
-            elif step <= tinit:
-                hint = "during the warm-up (step <= tinit) every triplet is kept."
-            elif step >= total - tfinal:
-                hint = "from step total_step - tfinal on, the budget is the target."
-            else:
-                progress = (step - tinit) / (total - tfinal - tinit)
-                linear = int(bT + (b0 - bT) * (1 - progress))
-                hint = ("the decrease is cubic: (1 - progress) ** 3, not linear." if got == linear else
-                        "between the phases: target + (init - target) * (1 - (step - tinit) / "
-                        "(total_step - tfinal - tinit)) ** 3, rounded down.")
-            return report("budget schedule", False, f"{where} gave {got!r}, expected {expected}; {hint}")
-    return report("budget schedule", True,
-                  "fast at first, slow near the target: most triplets go early, and the last choices, the "
-                  "hardest ones, get the most steps of evidence.")
-
-
 def _score_case(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"q_proj": torch.rand(6, generator=g), "v_proj": torch.rand(6, generator=g) * 0.5,

@@ -38,38 +38,6 @@ def _ia3_case(feedforward: bool):
     return W, b, torch.rand(4, generator=g) + 0.5
 
 
-def check_merge_ia3(fn) -> Verdict:
-    """🌿 merge_ia3(W, b, l, feedforward) -> (W', b') with W' x + b' equal to the rescaled layer."""
-    results = {}
-    for feedforward in (False, True):
-        W, b, vector = _ia3_case(feedforward)
-        results[feedforward] = call_stub(fn, W.clone(), b.clone(), vector.clone(), feedforward)
-        if not attempted(results[feedforward]):
-            return report("merge (IA)³", None)
-    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
-    for feedforward, result in results.items():
-        W, b, vector = _ia3_case(feedforward)
-        if not (isinstance(result, tuple) and len(result) == 2):
-            return report("merge (IA)³", False, "return a pair: (merged weight, merged bias).")
-        W2, b2 = result
-        expected = (x * vector) @ W.T + b if feedforward else (x @ W.T + b) * vector
-        if tuple(W2.shape) != (4, 4):
-            return report("merge (IA)³", False, f"the merged weight has shape {tuple(W2.shape)}; keep W's (out, in).")
-        if torch.allclose(x @ W2.T + b2, expected, atol=1e-5):
-            continue
-        if feedforward and torch.allclose(x @ W2.T + b, expected, atol=1e-5):
-            return report("merge (IA)³", False,
-                          "the weight is right; on a feed-forward layer l rescales the input, W (l * x) + b: "
-                          "the bias is not scaled.")
-        if not feedforward and torch.allclose(x @ W2.T + b * vector, expected, atol=1e-5):
-            return report("merge (IA)³", False, "the weight is right; l * (W x + b) scales the bias too.")
-        which = "columns (one per input)" if feedforward else "rows (one per output)"
-        return report("merge (IA)³", False, f"{'feed-forward' if feedforward else 'key/value'} case: "
-                      f"l multiplies W's {which}.")
-    return report("merge (IA)³", True,
-                  "a rescaled layer is a linear layer again: merged, (IA)³ costs nothing at inference.")
-
-
 def check_train_only(fn, model) -> Verdict:
     """🌳 train_only(model, kind) freezes everything but the bias terms ("bias") or the
     normalisation layers' parameters ("norm"), and returns the number of trainable parameters."""

@@ -14,6 +14,8 @@ gentlest setting, fewest rate x steps, whose mean validation accuracy reaches th
 import copy
 import statistics
 
+import torch
+
 from peftlab.model import get_peft_model
 from peftlab.tuners import LoraConfig
 from peftlab.workbook import evaluate
@@ -45,6 +47,7 @@ def knowledge(model, tokenizer, heldout) -> dict[str, float]:
 
 def run_one(method: str, lr: float, steps: int, seed: int, *, base, tokenizer, task, heldout) -> dict:
     """One training run as notebook 03 trains, and its scores."""
+    torch.manual_seed(seed)   # LoRA's random A, drawn before train() seeds the batches
     model = copy.deepcopy(base) if method == "full fine-tuning" else get_peft_model(copy.deepcopy(base), lora_config())
     train(model, task["train"], PromptTargetCollator(tokenizer), steps=steps, lr=lr,
           batch_size=SETTINGS["batch_size"], warmup=SETTINGS["warmup"], seed=seed, progress=False)

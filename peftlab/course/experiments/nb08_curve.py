@@ -21,7 +21,7 @@ from peftlab.workbook.zoo import load_base_model
 from .protocol import run_and_save
 
 SETTINGS = dict(base_model="pico-llama-1m", task="sentiment", P=8, steps=150, every=10, batch_size=16,
-                seeds=(0, 1, 2), lrs=(0.1, 0.3, 1.0), n_test=200)
+                seeds=(0, 1, 2), lrs=(0.1, 1.0, 10.0), n_test=200)
 
 
 def curve(lr: float, seed: int) -> list[float]:

@@ -39,6 +39,7 @@ def two_adapters(seed: int):
     """Notebook 13's two task adapters on one frozen base, trained one after the other."""
     base, tokenizer = load_base_model()
     base.requires_grad_(False)
+    torch.manual_seed(seed)          # both adapters' random A (the notebook seeds 0 here too)
     model = get_peft_model(base, lora_config(), adapter_name="sentiment")
     model.add_adapter("capitals", lora_config())
     for name, steps in STEPS.items():
