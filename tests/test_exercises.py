@@ -362,3 +362,22 @@ def test_the_operation_count_prediction_is_judged_on_a_recount(capsys):
     assert "not" in capsys.readouterr().out
     assert nb07.check_lora_operations(truth, truth, gpt2)
     assert "as you predicted" in capsys.readouterr().out
+
+
+def test_nb03_forgetting_prediction_is_checked_against_the_stored_seed():
+    from peftlab.course.exercises import nb03_lora_on_a_transformer as nb03
+    from peftlab.course.experiments.protocol import load_results
+    from peftlab.workbook.stats import compare
+    stored = load_results("nb03_forgetting")
+    rows = {m: stored["rows"][n] for m, n in nb03.matched_accuracy_rows().items()}
+    verdict = compare(rows["LoRA r=4"]["ranked recall"], rows["full fine-tuning"]["ranked recall"])
+    found = "LoRA" if verdict.low > 0 else "full fine-tuning" if verdict.high < 0 else "no detectable difference"
+    measured = nb03.forgetting_run(0)
+    assert all(measured[m]["ranked recall"] == rows[m]["ranked recall"][0] for m in rows), "seed 0, exactly"
+    assert nb03.check_forgetting_prediction(found, measured)
+    wrong = next(c for c in nb03.FORGETTING_CHOICES if c != found)
+    assert not nb03.check_forgetting_prediction(wrong, measured)
+    typed = {m: {**run, "ranked recall": 0.5} for m, run in measured.items()}
+    assert not nb03.check_forgetting_prediction(found, typed)
+    assert not nb03.check_forgetting_prediction("LoRA forgets less", measured)
+    assert not nb03.check_forgetting_prediction(None, None)
