@@ -117,7 +117,7 @@ def check_half_merge(prediction, measured, model, tokenizer, rows, full_weight_s
     lesson = ("Each task vector was fitted to act alone at full strength; summed, they push the shared q and v "
               "projections twice. Halving both can leave each task too weak to work, or remove enough of the "
               "interference to help: which one wins is an empirical question, which is why task arithmetic "
-              "chooses its weight on validation data (Ilharco et al. 2023), as the stored runs over seeds below do.")
+              "chooses its weight on validation data (Ilharco et al. 2023), as the stored runs over seeds do.")
     return judge_prediction(title, "higher" if prediction else "not higher", "higher" if higher else "not higher",
                             f"capitals exact match: weights (1, 1) {full_weight_score:.3f}, weights {HALF} {truth:.3f}",
                             lesson)
