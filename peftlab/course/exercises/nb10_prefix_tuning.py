@@ -59,11 +59,11 @@ def check_depth_or_length(prediction, measured, models, tokenizer, rows) -> Verd
                       + ". Pass test_loss(model, test_rows) of each.")
     winner = min(DEPTH_CHOICES, key=truth.get)
     if winner == "deep P=2":
-        lesson = ("two virtual tokens in every layer beat eight at the input, at the same 1,024 numbers; at 4,096 "
+        lesson = ("Two virtual tokens in every layer beat eight at the input, at the same 1,024 numbers; at 4,096 "
                   "(above) the shallow prompt all but caught up. Depth pays most when the budget of numbers is "
                   "small. One seed each: a tendency to test over seeds, not a law.")
     else:
-        lesson = ("here the longer shallow prompt won at the same count: two virtual keys per layer are too few "
+        lesson = ("Here the longer shallow prompt won at the same count: two virtual keys per layer are too few "
                   "to steer the model, so depth alone is not the whole story.")
     return judge_prediction(title, prediction, winner, "test loss " + ", ".join(f"{k}: {truth[k]:.3f}" for k in truth),
                             lesson)
