@@ -56,15 +56,19 @@ def test_the_stage_hint_is_given_only_where_a_lower_stage_really_fits(capsys):
 
 def test_rank_loss(capsys):
     right = lambda s, n, total, world: s * world / total
-    assert not nb14.check_rank_loss(None, right)
+    measured = {"mean of rank means": (23.0 / 16 + 31.5 / 17) / 2, "batch mean": (23.0 + 31.5) / (16 + 17)}
+    assert not nb14.check_rank_loss(None, None, right)
     assert "not attempted" in last_line(capsys)
-    assert not nb14.check_rank_loss(False, stub)
+    assert not nb14.check_rank_loss(False, measured, stub)
     assert "not attempted" in last_line(capsys)
-    assert not nb14.check_rank_loss(True, right)
-    assert "different numbers of target tokens" in last_line(capsys)
-    assert nb14.check_rank_loss(False, right)
-    assert nb14.check_rank_loss("no", right)
-    assert not nb14.check_rank_loss(False, lambda s, n, total, world: s / n)
+    assert not nb14.check_rank_loss(True, measured, right)
+    assert "'different', not 'equal'" in last_line(capsys)
+    assert not nb14.check_rank_loss(False, {"mean of rank means": 1.6, "batch mean": 1.6}, right)
+    assert "measure both" in last_line(capsys)
+    assert not nb14.check_rank_loss("no", measured, right)
+    assert "predict True" in last_line(capsys)
+    assert nb14.check_rank_loss(False, measured, right)
+    assert not nb14.check_rank_loss(False, measured, lambda s, n, total, world: s / n)
     assert "each rank's own mean" in last_line(capsys)
-    assert not nb14.check_rank_loss(False, lambda s, n, total, world: s / total)
+    assert not nb14.check_rank_loss(False, measured, lambda s, n, total, world: s / total)
     assert "multiply by world_size" in last_line(capsys)

@@ -5,7 +5,7 @@ from peftlab.model import get_peft_model
 from peftlab.tuners import LoraConfig
 from peftlab.workbook.memory import data_parallel_memory, fewest_gpus
 
-from .checking import Verdict, attempted, call_stub, report
+from .checking import Verdict, attempted, call_stub, judge_prediction, report
 
 GIB = 2**30
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -70,15 +70,31 @@ def check_cluster_plan(gpus, stage) -> Verdict:
 SPLITS = [[(23.0, 16), (31.5, 17)], [(5.0, 10), (9.0, 30)], [(1.0, 3), (2.0, 4), (3.5, 5), (8.0, 6)]]
 
 
-def check_rank_loss(prediction, rank_loss) -> Verdict:
-    """🌳 predict whether the mean of the ranks' mean losses is the batch's mean loss; then write
-    rank_loss(loss_sum, rank_tokens, global_tokens, world_size) whose average over ranks is."""
+QUESTION = SPLITS[0]   # the question's two ranks: a loss sum of 23.0 over 16 target tokens, 31.5 over 17
+
+
+def check_rank_loss(prediction, measured, rank_loss) -> Verdict:
+    """🌳 predict whether the mean of the ranks' mean losses is the batch's mean loss (True/False); measure
+    both on QUESTION ({"mean of rank means": x, "batch mean": y}); then write
+    rank_loss(loss_sum, rank_tokens, global_tokens, world_size) whose average over ranks is the batch's mean."""
     name = "a loss that splits"
-    if not attempted(prediction):
+    if not (attempted(prediction) and attempted(measured)):
         return report(name, None)
-    if str(prediction).strip().lower() not in ("false", "no"):
-        return report(name, False, "not when the ranks hold different numbers of target tokens: means over 16 and "
-                      "over 17 tokens, averaged, weight each token of the first rank a little more.")
+    if not isinstance(prediction, bool):
+        return report(name, False, "predict True (the mean of the ranks' means is the batch's mean) or False.")
+    truth = {"mean of rank means": sum(s / n for s, n in QUESTION) / len(QUESTION),
+             "batch mean": sum(s for s, _ in QUESTION) / sum(n for _, n in QUESTION)}
+    if not isinstance(measured, dict) or set(measured) != set(truth) or \
+            any(not isinstance(measured[k], (int, float)) or abs(measured[k] - truth[k]) > 1e-9 for k in truth):
+        return report(name, False, 'measure both on the question\'s numbers: {"mean of rank means": (23.0 / 16 + '
+                      '31.5 / 17) / 2, "batch mean": (23.0 + 31.5) / (16 + 17)}.')
+    equal = abs(truth["mean of rank means"] - truth["batch mean"]) < 1e-12
+    verdict = judge_prediction(name, "equal" if prediction else "different", "equal" if equal else "different",
+                               f"mean of the ranks' means {truth['mean of rank means']:.4f}, batch mean "
+                               f"{truth['batch mean']:.4f}", "Means over 16 and over 17 tokens, averaged, weigh each "
+                               "token of the smaller rank a little more than the batch's mean does.")
+    if not verdict:
+        return verdict
     results = []
     for split in SPLITS:
         tokens = sum(n for _, n in split)
@@ -87,12 +103,12 @@ def check_rank_loss(prediction, rank_loss) -> Verdict:
             return report(name, None)
         results.append((split, tokens, sum(float(x) for x in losses) / len(split)))   # what DDP's average gives
     if all(abs(mean - sum(s for s, _ in split) / tokens) < 1e-9 for split, tokens, mean in results):
-        return report(name, True, "sum x world_size / global tokens: each token counts once, whatever rank holds it. "
-                      "That is what num_items_in_batch does in ShardedCollator (and average_tokens_across_devices "
-                      "in transformers' Trainer).")
+        return report(name, True, "and rank_loss is sum x world_size / global tokens: each token counts once, whatever "
+                      "rank holds it. That is what num_items_in_batch does in ShardedCollator (and "
+                      "average_tokens_across_devices in transformers' Trainer).")
     split, tokens, mean = results[0]
     if abs(mean - sum(s / n for s, n in split) / len(split)) < 1e-9:
-        return report(name, False, "that is each rank's own mean: the mean of means you predicted would be wrong.")
+        return report(name, False, "that is each rank's own mean: the mean of means you measured differs from the batch's.")
     if abs(mean * len(split) - sum(s for s, _ in split) / tokens) < 1e-9:
         return report(name, False, "right weighting, but DDP *averages* the ranks' gradients: multiply by world_size.")
     return report(name, False, "the batch's loss is (sum over all its tokens) / global_tokens; DDP averages over ranks.")
