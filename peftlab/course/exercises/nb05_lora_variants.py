@@ -1,8 +1,7 @@
 """Checkers for 05_lora_variants."""
 
 from peftlab.course.experiments.nb05_variants import METHODS, SETTINGS
-from peftlab.course.experiments.protocol import load_results, run_method
-from peftlab.workbook.data import load_task
+from peftlab.course.experiments.protocol import load_results, run_stored_rows
 from peftlab.workbook.stats import compare
 
 from .checking import Verdict, attempted, judge_prediction, report
@@ -67,11 +66,8 @@ PAIR = ("LoRA r=2", "DoRA r=2")
 def dora_against_lora(seed: int = 5, n_test: int = 200) -> dict[str, float]:
     """LoRA r=2 and DoRA r=2 at their stored learning rates on `seed` (not one of the stored five): test accuracy
     on the first `n_test` test reviews, each as the experiment script trains it."""
-    rows = load_results("nb05_variants")["rows"]
-    test = {"test": list(load_task(SETTINGS["task_name"])["test"])[:n_test]}
-    return {name: run_method(METHODS[name], rows[name]["lr"], seed, base_name=SETTINGS["base_name"],
-                             task_name=SETTINGS["task_name"], steps=SETTINGS["steps"],
-                             batch_size=SETTINGS["batch_size"], eval_rows=test)["test"] for name in PAIR}
+    return run_stored_rows("nb05_variants", METHODS, {name: name for name in PAIR}, seed, n_test=n_test,
+                           **{k: SETTINGS[k] for k in ("base_name", "task_name", "steps", "batch_size")})
 
 
 def check_dora_sign(prediction, measured, seed: int = 5) -> Verdict:

@@ -68,14 +68,11 @@ NEW_SEED_ROWS = {"LoRA": "LoRA, float base", "QLoRA": "QLoRA, NF4 + double quant
 def new_seed_scores() -> dict[str, float]:
     """Test accuracy of both rows of the stored comparison on seed SEED_CHECK, each at its stored rate."""
     from peftlab.course.experiments import nb11_qlora
-    from peftlab.course.experiments.protocol import load_results, run_method
-    from peftlab.workbook.data import load_task
-    stored, settings = load_results("nb11_qlora"), nb11_qlora.SETTINGS
-    test = {"test": list(load_task("sentiment")["test"])[:stored["settings"]["n_test"]]}
-    return {short: run_method(nb11_qlora.METHODS[name], stored["rows"][name]["lr"], SEED_CHECK,
-                              base_name=settings["base_name"], task_name="sentiment", steps=settings["steps"],
-                              batch_size=settings["batch_size"], eval_rows=test)["test"]
-            for short, name in NEW_SEED_ROWS.items()}
+    from peftlab.course.experiments.protocol import load_results, run_stored_rows
+    settings = nb11_qlora.SETTINGS
+    return run_stored_rows("nb11_qlora", nb11_qlora.METHODS, NEW_SEED_ROWS, SEED_CHECK,
+                           n_test=load_results("nb11_qlora")["settings"]["n_test"],
+                           **{k: settings[k] for k in ("base_name", "task_name", "steps", "batch_size")})
 
 
 def check_qlora_on_a_new_seed(prediction, measured) -> Verdict:

@@ -163,6 +163,17 @@ def compare(methods: dict[str, Method], *, base_name: str, task_name: str, steps
             "rows": rows}
 
 
+def run_stored_rows(results_name: str, methods: dict[str, Method], names: dict[str, str], seed: int, *,
+                    base_name: str, task_name: str, steps: int, batch_size: int, n_test: int) -> dict[str, float]:
+    """Rows of a stored comparison trained again on another `seed`, each at its stored learning rate: the
+    test score of `methods[name]` for every `short: name` of `names`, on the first `n_test` test rows."""
+    rows = load_results(results_name)["rows"]
+    test = {"test": list(load_task(task_name)["test"])[:n_test]}
+    return {short: run_method(methods[name], rows[name]["lr"], seed, base_name=base_name, task_name=task_name,
+                              steps=steps, batch_size=batch_size, eval_rows=test)["test"]
+            for short, name in names.items()}
+
+
 def save_results(name: str, results: dict, seconds: float) -> Path:
     """Write results/<name>.json with the versions and machine it ran on."""
     import transformers
