@@ -42,6 +42,13 @@ LN_TARGETS = {"opt": ["self_attn_layer_norm", "final_layer_norm"], "bert": ["Lay
               "neox": ["input_layernorm", "post_attention_layernorm"], "vit": ["layernorm_before", "layernorm_after"]}
 BOTTLENECK_TARGETS = {"bert": ["output.dense"], "mlp": ["fc1"], "vit": ["fc2"]}
 
+# The rotations. peft's OFT wraps nn.Linear and nn.Embedding (its nn.Conv2d version does not start
+# from the base model, so peftlab has none), not GPT-2's Conv1D: on GPT-2 the row rotates the position
+# embedding, and the *_conv1d rows cover Conv1D (peftlab only). peft's HRA wraps nn.Linear and nn.Conv2d.
+OFT_TARGETS = {arch: [t for t in ts if t not in ("c_attn", "c_fc", "projection")]
+               for arch, ts in LORA_TARGETS.items() if arch != "cnn"}
+HRA_TARGETS = {**LINEAR_TARGETS, "vit": ["q_proj", "v_proj", "fc2", "projection"], "cnn": ["conv1", "conv2", "fc"]}
+
 
 def task(arch: str) -> dict:
     """BERT and ViT classify (a new head, trained in full); the others are language models or plain
@@ -116,6 +123,24 @@ def lycoris(method: str, pattern: dict | None = None, **kw) -> Callable:
     return make
 
 
+def oft(targets: dict) -> Callable:
+    """Blocks of 4 (every rotated size here is a multiple of 4), Cayley-Neumann (peft's default)."""
+    def make(lib, arch):
+        return lib.OFTConfig(oft_block_size=4, r=0, target_modules=targets[arch], **task(arch))
+    return make
+
+
+def hra(lib, arch):
+    """r = 4 reflections (even: H = I at the start); ViT's patch embedding and the conv net's Conv2d too."""
+    return lib.HRAConfig(r=4, target_modules=HRA_TARGETS[arch], **task(arch))
+
+
+def fourierft(lib, arch):
+    """16 coefficients a layer (the smallest target, the MLP's fc2, has 4 x 16 entries), from zero."""
+    return lib.FourierFTConfig(n_frequency=16, scaling=150.0, init_weights=True, target_modules=LINEAR_TARGETS[arch],
+                               **task(arch))
+
+
 def bitfit(lib, arch):
     return lib.BitFitConfig(**task(arch))   # every layer that has a bias
 
@@ -156,6 +181,12 @@ ROWS = {
     "lokr_decompose_both": Row(lycoris("LoKr", r=1, alpha=2, decompose_both=True), LYCORIS_ARCHS),
     "lokr_factor_lycoris_init": Row(lycoris("LoKr", r=2, decompose_factor=4, init_weights="lycoris"), LYCORIS_ARCHS),
     "lokr_conv1d": Row(lycoris("LoKr", r=2, alpha=4), ("gpt2",), in_peft=False),
+    # Rotations (OFT, HRA) and a spectral update (FourierFT). OFT and HRA on GPT-2's Conv1D: peftlab only.
+    "oft": Row(oft(OFT_TARGETS), ("gpt2", "llama", "neox", "opt", "bert", "mlp", "vit")),
+    "oft_conv1d": Row(oft({"gpt2": LORA_TARGETS["gpt2"]}), ("gpt2",), in_peft=False),
+    "hra": Row(hra, ("llama", "neox", "opt", "bert", "mlp", "vit", "cnn")),
+    "hra_conv1d": Row(hra, ("gpt2",), in_peft=False),
+    "fourierft": Row(fourierft, LAYER_ARCHS),
     # QLoRA: LoRA and DoRA on the 4-bit base (peftlab/nf4.py); peft would need bitsandbytes' layers.
     "qlora": Row(lora(linear_only=True), QLORA_ARCHS, in_peft=False, base=quantized),
     "qdora": Row(lora(linear_only=True, use_dora=True), QLORA_ARCHS, in_peft=False, base=quantized),

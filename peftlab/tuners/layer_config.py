@@ -59,11 +59,16 @@ class LayerSelection:
     layers_to_transform: list[int] | int | None = None
     layers_pattern: list[str] | str | None = None
 
-    def check_layer_selection(self) -> None:
+    def check_layer_selection(self, pattern_needs_layers: bool = False) -> None:
+        """`pattern_needs_layers`: refuse layers_pattern without layers_to_transform, for the methods
+        whose peft config refuses it (OFT, HRA, FourierFT)."""
         if self.layers_to_transform is not None and isinstance(self.target_modules, str) \
                 and self.target_modules != "all-linear":
             raise ValueError("layers_to_transform cannot be combined with a regex target_modules "
                              "(as in peft); put the layer numbers into the regular expression.")
+        if pattern_needs_layers and self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError("layers_pattern only says where to read the layer index for layers_to_transform; "
+                             "set layers_to_transform too (as peft requires), or drop layers_pattern.")
 
 
 def check_ranks(r, rank_pattern: dict | None) -> None:
