@@ -130,14 +130,14 @@ def test_failed_loads_explain_and_leave_the_model_unchanged(tmp_path, damage):
     weights, cfg_path = tmp_path / "adapter_model.safetensors", tmp_path / "adapter_config.json"
     config = json.loads(cfg_path.read_text())
     make_base, message = (lambda: build("gpt2")), {
-        "pickle": "pickle", "truncated": "corrupted or truncated", "unknown_type": "Unknown peft_type 'OFT'",
+        "pickle": "pickle", "truncated": "corrupted or truncated", "unknown_type": "Unknown peft_type 'BOFT'",
         "missing": "missing weights", "unexpected": "unexpected weights", "shape": "shape mismatches"}[damage]
     if damage == "pickle":
         weights.rename(tmp_path / "adapter_model.bin")
     elif damage == "truncated":
         weights.write_bytes(weights.read_bytes()[:200])
     elif damage == "unknown_type":
-        cfg_path.write_text(json.dumps({**config, "peft_type": "OFT"}))
+        cfg_path.write_text(json.dumps({**config, "peft_type": "BOFT"}))
     elif damage == "missing":
         cfg_path.write_text(json.dumps({**config, "target_modules": ["c_attn", "c_proj", "c_fc"]}))
     elif damage == "unexpected":
@@ -189,7 +189,7 @@ def test_config_round_trip_and_refusals(tmp_path):
     assert PeftConfig.from_dict(data) == cfg   # fields peftlab does not use, switched off: ignored
     with pytest.raises(ValueError, match=r"layer_replication=\[\[0, 1\]\].*silently"):
         PeftConfig.from_dict({**data, "layer_replication": [[0, 1]]})
-    implemented = "ADALORA, BITFIT, BOTTLENECK, IA3, LN_TUNING, LOHA, LOKR, LORA"
+    implemented = "ADALORA, BITFIT, BOTTLENECK, FOURIERFT, HRA, IA3, LN_TUNING, LOHA, LOKR, LORA, OFT"
     with pytest.raises(ValueError, match=f"peftlab implements: {implemented}"):
         PeftConfig.from_dict({**data, "peft_type": "NOPE"})
     with pytest.raises(ValueError, match="not implemented in peftlab"):
