@@ -46,21 +46,6 @@ MODELS = {
 
 
 # --- one method, in its own process ---------------------------------------------------------
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
-
-
-def reset_cpu_peak() -> bool:
-    """Make VmHWM forget earlier peaks (model building); False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def build_model(name: str, device, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -116,7 +101,10 @@ def worker(args) -> None:
     dtype = torch.bfloat16 if cuda else torch.float32
     if not cuda:
         torch.set_num_threads(args.threads)
-    import peft  # noqa: E401,F401  imported before the baseline
+    import peft  # noqa: E401,F401  both libraries before the baseline: neither pays for the other's import
+    from heap import reset_rss_peak, rss_kib
+
+    import peftlab  # noqa: F401
 
     rss_before = rss_kib("VmRSS")              # interpreter + torch/transformers/peft/peftlab
 
@@ -134,7 +122,7 @@ def worker(args) -> None:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    out["cpu_peak_reset"] = reset_cpu_peak() if not cuda else None
+    out["cpu_peak_reset"] = reset_rss_peak() if not cuda else None
     if args.method != "base":
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

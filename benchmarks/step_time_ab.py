@@ -4,15 +4,15 @@ lora_vs_peft.py times each method in its own process, one after the other, which
 peak memory but lets a slow spell of a shared machine land on one method and not the other. Here
 both libraries adapt two identical copies of the model in one process, and training steps
 alternate between them (peftlab, peft, peft, peftlab, ...), so that any slowdown hits both alike.
-The result is the median of the per-pair ratios peftlab / peft, with their quartiles.
+The result is the median of the per-pair ratios peftlab / peft and a 95% interval (ab_summary.py).
 
     python benchmarks/step_time_ab.py --model 100m --method lora --pairs 16
     python benchmarks/step_time_ab.py --model bundled --method dora --pairs 40
 """
 import argparse
 import statistics
-import time
 
+from ab_summary import cpu_clock, summarise
 from lora_vs_peft import MODELS, build_model, wrap
 
 
@@ -23,7 +23,10 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=20, help="timed steps per library")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this thread's CPU time (needs --threads 1); steadier on a busy machine")
     args = p.parse_args()
+    clock = cpu_clock(args)
 
     import torch
     import transformers
@@ -39,12 +42,12 @@ def main() -> None:
                   for lib, m in models.items()}
 
     def step(lib: str) -> float:
-        start = time.perf_counter()
+        start = clock()
         models[lib].train()
         models[lib](input_ids=batch, labels=batch).loss.backward()
         optimizers[lib].step()
         optimizers[lib].zero_grad(set_to_none=True)
-        return (time.perf_counter() - start) * 1e3
+        return (clock() - start) * 1e3
 
     for _ in range(args.warmup):
         for lib in libs:
@@ -53,11 +56,10 @@ def main() -> None:
     for i in range(args.pairs):
         for lib in (libs if i % 2 == 0 else libs[::-1]):   # who goes first alternates too
             times[lib].append(step(lib))
-    ratios = sorted(a / b for a, b in zip(times["peftlab"], times["peft"]))
-    q1, median, q3 = statistics.quantiles(ratios, n=4)
-    print(f"{args.model}, {args.method}, {args.threads} thread(s), {args.pairs} pairs after {args.warmup} warmup: "
-          f"peftlab {statistics.median(times['peftlab']):.1f} ms, peft {statistics.median(times['peft']):.1f} ms "
-          f"per step (medians); peftlab / peft per pair: median {median:.3f}, quartiles {q1:.3f}-{q3:.3f}")
+    print(f"{args.model}, {args.method}, {args.threads} thread(s), {args.clock} clock, {args.pairs} pairs after "
+          f"{args.warmup} warmup: peftlab {statistics.median(times['peftlab']):.1f} ms, "
+          f"peft {statistics.median(times['peft']):.1f} ms per step (medians)")
+    print(f"- {summarise('peftlab / peft step', times['peftlab'], times['peft'])}")
 
 
 if __name__ == "__main__":
