@@ -36,6 +36,7 @@ class PeftModel(PassThrough):
         super().__init__()
         refuse_double_injection(model)
         self.base_model = tuner_for(peft_type)(model)
+        self.training = model.training     # wrapping never changes the mode: eval stays eval
 
     # --- the model and its adapters --------------------------------------------------------
     def get_base_model(self) -> nn.Module:

@@ -38,6 +38,29 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def adopt_training_modes(root: nn.Module, existing: set[int], mode: bool) -> None:
+    """Give every module under `root` that adding an adapter created (not in `existing`, the ids of the
+    modules there before) the mode of the model it joined: a wrapper the mode of the layer it wraps,
+    anything else the mode of the module it sits in (`mode` for `root`). Modules that were there keep theirs.
+
+    Why: a new nn.Module starts in training mode. Without this, an adapter added to a model in eval mode
+    (get_peft_model, add_adapter, load_adapter) would run its dropout at inference, a different
+    output on every call, while the model still reported eval mode (peft has the same bug: peft#3753).
+    """
+    def visit(module: nn.Module, inherited: bool) -> None:
+        if id(module) in existing:
+            inherited = module.training
+        else:
+            wrapped = module._modules.get(getattr(module, "_inner", "") or "")
+            if wrapped is not None and id(wrapped) in existing:
+                inherited = wrapped.training
+            module.training = inherited
+        for child in module.children():
+            visit(child, inherited)
+
+    visit(root, mode)
+
+
 class BaseTuner(PassThrough):
     """Your model plus everything one method needs to adapt it (see the module docstring)."""
     _inner = "model"
@@ -46,6 +69,7 @@ class BaseTuner(PassThrough):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.training = model.training     # a wrapper is in its model's mode (see adopt_training_modes)
         self.peft_config: dict = {}
         self.active_adapter: str | None = None
 
@@ -128,11 +152,14 @@ class BaseTuner(PassThrough):
             raise ValueError(f"This model holds {self.config_class.peft_type} adapters; one PeftModel holds "
                              f"adapters of one method (as in peft), so a {config.peft_type} adapter cannot join.")
         config = type(config).from_dict(config.to_dict())    # a copy: the caller's config never changes
+        # Before the first adapter, everything of the tuner outside your model is new too (its dicts).
+        existing = {id(m) for m in (self.modules() if self.peft_config else self.model.modules())}
         try:
             self.inject(adapter_name, config, **kwargs)
         except Exception:
             self.remove(adapter_name)
             raise
+        adopt_training_modes(self, existing, self.model.training)
         self.peft_config[adapter_name] = config
         self.mark_trainable()
 
