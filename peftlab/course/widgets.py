@@ -3,6 +3,7 @@ import ipywidgets as widgets
 import torch
 from IPython.display import display
 
+from peftlab.workbook.fsdp_memory import fewest_fsdp_gpus, fsdp_memory
 from peftlab.workbook.memory import (
     LLAMA2_SHAPES,
     LLAMA_SHAPES,
@@ -114,7 +115,8 @@ def qlora_memory_calculator() -> widgets.VBox:
 
 def zero_memory_planner() -> widgets.VBox:
     """Memory on each GPU of fine-tuning Llama 2 7B, 13B or 70B (full, LoRA, QLoRA; batch 1 x 512, gradient
-    checkpointing) data-parallel on 1 to 64 GPUs, with ZeRO stages 0 to 3, against a GPU's memory."""
+    checkpointing) data-parallel on 1 to 64 GPUs, with ZeRO stages 0 to 3 and with FSDP (ZeRO-3 plus the
+    units it gathers: workbook/fsdp_memory.py), against a GPU's memory."""
     import matplotlib.pyplot as plt
 
     size = widgets.ToggleButtons(options=list(LLAMA2_SHAPES), value="13B", description="Llama 2")
@@ -122,19 +124,21 @@ def zero_memory_planner() -> widgets.VBox:
     gpus = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=4, description="GPUs")
     memory = widgets.ToggleButtons(options=list(GPU_MEMORY), value="80 GB", description="each GPU")
     output = widgets.Output()
+    names = ["DDP (ZeRO-0)", "ZeRO-1", "ZeRO-2", "ZeRO-3", "FSDP"]
 
     def update(_=None):
         limit = GPU_MEMORY[memory.value]
         bills = [data_parallel_memory(size.value, method.value, gpus.value, stage) for stage in range(4)]
-        fits = [stage for stage, bill in enumerate(bills) if bill["total"] <= limit]
+        bills.append(fsdp_memory(size.value, method.value, gpus.value))
+        fits = [stage for stage, bill in enumerate(bills[:4]) if bill["total"] <= limit]
         verdict = f"fits from ZeRO-{fits[0]} on" if fits else f"does not fit in {memory.value}"
         with output:
             output.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(7, 3.2))
-            bottom = [0.0] * 4
-            for part in [p for p in bills[0] if p != "total"]:
-                heights = [bill[part] / 2**30 for bill in bills]
-                ax.bar(["DDP (ZeRO-0)", "ZeRO-1", "ZeRO-2", "ZeRO-3"], heights, bottom=bottom, label=part)
+            bottom = [0.0] * len(bills)
+            for part in [p for p in bills[-1] if p != "total"]:
+                heights = [bill.get(part, 0) / 2**30 for bill in bills]
+                ax.bar(names, heights, bottom=bottom, label=part)
                 bottom = [b + h for b, h in zip(bottom, heights)]
             ax.axhline(limit / 2**30, color="#777777", linestyle="--", lw=0.8, label=f"one {memory.value} GPU")
             ax.set_ylabel("GiB on each GPU")
@@ -142,8 +146,9 @@ def zero_memory_planner() -> widgets.VBox:
             ax.legend(fontsize=7, loc="upper right")
             plt.show()
             fewest = [fewest_gpus(size.value, method.value, limit, stage) for stage in range(4)]
+            fewest.append(fewest_fsdp_gpus(size.value, method.value, limit))
             print(f"fewest {memory.value} GPUs: " + ", ".join(
-                f"ZeRO-{stage} {n if n else 'over 64'}" for stage, n in enumerate(fewest)))
+                f"{name} {n if n else 'over 64'}" for name, n in zip(names, fewest)))
 
     controls = (size, method, gpus, memory)
     for w in controls:

@@ -5,10 +5,11 @@ the course (`peftlab.course`).
   pretrain.py (how they were made), vision.py and pretrain_vision.py (the bundled image model);
 - batching.py and training.py: rows into batches, the one training loop; runtime.py: seeds,
   threads, device;
-- evaluate.py: perplexity, accuracy, recall; memory.py: parameter and memory arithmetic;
+- evaluate.py: perplexity, accuracy, recall; memory.py: parameter and memory arithmetic (fsdp_memory.py:
+  what FSDP adds to it);
   decomposition.py: the weight a layer applies, in magnitude and direction; inference_cost.py:
   operations and time of a forward pass;
-- distributed/: the training loop on several processes (torchrun, DDP).
+- distributed/: the training loop on several processes (torchrun; DDP, or FSDP with --fsdp).
 
 The names notebooks use most are importable from here: `from peftlab.workbook import load_base_model, train`.
 """

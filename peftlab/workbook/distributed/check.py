@@ -8,7 +8,9 @@ another order): the check passes when the largest |difference| is at most `--tol
 training moved the weights by far more. It also checks the communication law: DDP all-reduced exactly
 the trainable parameters' gradients each step (4 bytes each in fp32), for the adapter and for full
 fine-tuning, so the ratio of the two is the ratio of their trainable parameters.
-Exit status: 0 both hold, 1 one does not, 2 the 2-rank job failed.
+With --fsdp the 2 ranks shard the model instead (fsdp.py), and the check also compares the losses of every
+step and the bytes each rank held and sent with what the shapes predict (fsdp_report.py).
+Exit status: 0 all hold, 1 one does not, 2 the 2-rank job failed.
 """
 import json
 import os
@@ -26,6 +28,7 @@ from peftlab.workbook.batching import PromptTargetCollator
 from peftlab.workbook.data import load_task
 from peftlab.workbook.training import train
 
+from .fsdp_report import fsdp_figures, print_fsdp_report
 from .runner import RUN_FILE, build_model
 
 RANKS = 2
@@ -47,7 +50,8 @@ def start_torchrun(module_args: list[str], nproc: int = RANKS) -> subprocess.Pop
 def job_arguments(args, out: Path) -> list[str]:
     return ["--method", args.method, "--task", args.task, "--model", args.model, "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
-            "--device", args.device, "--timeout", str(args.timeout), "--out", str(out), "--compare-full-ft"]
+            "--device", args.device, "--timeout", str(args.timeout), "--out", str(out),
+            *(["--fsdp", "--compare-ddp"] if args.fsdp else ["--compare-full-ft"])]
 
 
 def adapter_weights(model, method: str) -> dict[str, torch.Tensor]:
@@ -62,16 +66,18 @@ def saved_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(adapter if adapter.exists() else folder / "model.safetensors")
 
 
-def one_process(args) -> tuple[dict, dict]:
-    """(initial, trained) weights of the same run in this process, on the whole batch."""
+def one_process(args) -> tuple[dict, dict, list[float]]:
+    """(initial weights, trained weights, losses) of the same run in this process, on the whole batch."""
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     model, tokenizer = build_model(args.method, args.model, args.seed)
     initial = adapter_weights(model, args.method)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    train(model, load_task(args.task)["train"], PromptTargetCollator(tokenizer), steps=args.steps, lr=args.lr,
-          batch_size=args.batch_size, seed=args.seed, device=device, progress=False)
-    return initial, adapter_weights(model, args.method)
+    history = train(model, load_task(args.task)["train"], PromptTargetCollator(tokenizer), steps=args.steps,
+                    lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=device, progress=False)
+    if args.keep:                                    # the one-process adapter too, for comparisons afterwards
+        model.save_pretrained(Path(args.keep) / "one_process")
+    return initial, adapter_weights(model, args.method), history.loss
 
 
 def largest_difference(a: dict, b: dict) -> float:
@@ -83,10 +89,11 @@ def largest_difference(a: dict, b: dict) -> float:
 
 def run_check(args) -> int:
     with tempfile.TemporaryDirectory(prefix="peftlab-ddp-check-") as tmp:
-        job = start_torchrun(job_arguments(args, Path(tmp)))
+        folder = Path(args.keep) / f"{RANKS}_ranks" if args.keep else Path(tmp)
+        job = start_torchrun(job_arguments(args, folder))
         limit = max(300.0, 5 * args.timeout)
         try:
-            initial, single = one_process(args)      # meanwhile, while the ranks start up
+            initial, single, losses = one_process(args)      # meanwhile, while the ranks start up
             stdout, stderr = job.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             job.kill()
@@ -102,19 +109,24 @@ def run_check(args) -> int:
             print(f"check FAILED: the {RANKS}-rank job exited with status {job.returncode} (its output is above).",
                   file=sys.stderr)
             return 2
-        run = json.loads((Path(tmp) / RUN_FILE).read_text())
-        distributed = saved_weights(Path(tmp))
-    report = figures(run, largest_difference(distributed, single), largest_difference(initial, single), args)
-    print_report(report)
+        run = json.loads((folder / RUN_FILE).read_text())
+        distributed = saved_weights(folder)
+    difference, moved = largest_difference(distributed, single), largest_difference(initial, single)
+    if args.fsdp:
+        report = fsdp_figures(run, difference, moved, losses, args.tolerance)
+        print_fsdp_report(report)
+    else:
+        report = figures(run, difference, moved, args)
+        print_report(report)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
-    return 0 if report["equivalent"] and report["bytes_law"] else 1
+    return 0 if report["passed"] else 1
 
 
 def figures(run: dict, difference: float, moved: float, args) -> dict:
     full = run["full_ft"]
     bytes_per_value = 4   # fp32 gradients
-    return {
+    report = {
         "method": run["method"], "task": run["task"], "steps": run["steps"], "global_batch": run["global_batch"],
         "ranks": run["world_size"], "backend": run["backend"],
         "max_abs_difference": difference, "tolerance": args.tolerance, "moved": moved,
@@ -126,6 +138,7 @@ def figures(run: dict, difference: float, moved: float, args) -> dict:
                       and full["allreduce_bytes_per_step"] == bytes_per_value * full["trainable"]),
         "seconds_training": run["seconds"],
     }
+    return report | {"passed": report["equivalent"] and report["bytes_law"]}
 
 
 def print_report(r: dict) -> None:

@@ -18,7 +18,9 @@ import transformers
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
+from peftlab.hf_format import set_peft_model_state_dict
 from peftlab.model import get_peft_model
+from peftlab.nf4 import quantize_model
 from peftlab.tuners import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, VeraConfig
 from peftlab.workbook.batching import IGNORE_INDEX, PromptTargetCollator
 from peftlab.workbook.data import load_task
@@ -27,10 +29,14 @@ from peftlab.workbook.runtime import seed_everything
 from peftlab.workbook.training import train
 from peftlab.workbook.zoo import BASE_MODEL, load_base_model
 
+from .fsdp import gather_adapter, gather_objects, mean_over_ranks, train_sharded
+
 ATTENTION = ["q_proj", "v_proj"]
-# One small configuration per layer method; "full" trains every parameter (the comparison).
+# One small configuration per layer method; "full" trains every parameter (the comparison). QUANTIZED methods
+# train on a base whose linear layers are NF4 with double quantization (peftlab/nf4.py, notebook 11).
 METHODS = {
     "lora": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=ATTENTION),
+    "qlora": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=ATTENTION),    # on an NF4 base (below)
     "dora": lambda: LoraConfig(r=4, lora_alpha=8, target_modules=ATTENTION, use_dora=True),
     "loha": lambda: LoHaConfig(r=4, alpha=8, target_modules=ATTENTION),
     "lokr": lambda: LoKrConfig(r=4, alpha=8, target_modules=ATTENTION),
@@ -44,6 +50,7 @@ METHODS = {
 NO_BUFFER_SYNC_PER_STEP = ({"forward_sync_buffers": False}
                            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                            else {"broadcast_buffers": False})
+QUANTIZED = {"qlora"}
 RUN_FILE = "distributed_run.json"   # written by rank 0 next to the adapter: what the run measured
 
 
@@ -53,6 +60,8 @@ def build_model(method: str, model_name: str = BASE_MODEL, seed: int = 0):
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     seed_everything(seed)                    # every rank initialises the adapter identically
     model, tokenizer = load_base_model(model_name)
+    if method in QUANTIZED:
+        quantize_model(model)                # deterministic: every rank holds the same 4-bit base
     if method == "full":
         return model.requires_grad_(True), tokenizer
     return get_peft_model(model, METHODS[method]()), tokenizer
@@ -160,15 +169,24 @@ def lost_contact(error: RuntimeError) -> bool:
 
 
 def run_rank(args) -> dict:
-    """Train on this rank's share of every batch; rank 0 saves. Returns the run's figures."""
+    """Train on this rank's share of every batch (DDP, or FSDP with --fsdp); rank 0 saves. Returns the run's figures."""
+    if args.fsdp and args.method == "full":
+        raise ValueError("--fsdp trains an adapter here (its saving gathers the adapter's tensors); choose a layer "
+                         "method, e.g. --method lora or --method qlora.")
     rank, world_size, device = init_distributed(args.device, args.timeout)
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()   # one "Loading weights" bar per rank is noise
+    trainer = train_fsdp if args.fsdp else train_ddp
     try:
-        model, summary = train_ddp(args, rank, world_size, device, args.method, args.steps, failure_drill(rank, args))
+        model, summary = trainer(args, rank, world_size, device, args.method, args.steps, failure_drill(rank, args))
         if args.compare_full_ft and args.method != "full":
             _, full = train_ddp(args, rank, world_size, device, "full", 1, None)    # one step: its bytes
             summary["full_ft"] = {k: full[k] for k in ("trainable", "allreduce_bytes_per_step")}
+        if args.fsdp and args.compare_ddp:
+            _, ddp = train_ddp(args, rank, world_size, device, args.method, 1, None)   # the same method, one step
+            summary["ddp"] = {"allreduce_bytes_per_step": ddp["allreduce_bytes_per_step"]}
+        if args.fsdp:
+            model = gathered_copy(args, model, rank)
     except RuntimeError as error:
         if not lost_contact(error):
             raise
@@ -182,6 +200,39 @@ def run_rank(args) -> dict:
         save_on_rank_zero(model, Path(args.out), rank, summary)
     dist.destroy_process_group()
     return summary
+
+
+def gathered_copy(args, model, rank: int):
+    """On rank 0, an unsharded copy of the model holding the adapter gathered from every rank (what one
+    process would save: a plain peft folder); elsewhere None. Every rank takes part in the gathering."""
+    adapter = gather_adapter(model)
+    if rank != 0:
+        return None
+    copy, _ = build_model(args.method, args.model, args.seed)
+    set_peft_model_state_dict(copy, adapter)
+    return copy
+
+
+def train_fsdp(args, rank: int, world_size: int, device: torch.device, method: str, steps: int,
+               on_step: Callable[[int], None] | None) -> tuple[torch.nn.Module, dict]:
+    """(model, figures) after `steps` steps of `method` with the decoder blocks sharded by fully_shard (fsdp.py):
+    the losses of the whole batch, and per rank the bytes held and the bytes of every collective."""
+    model, tokenizer = build_model(method, args.model, args.seed)
+    counts = parameter_counts(model)                 # before sharding: a DTensor forgets a packed weight's count
+    model.to(device)
+    collate = ShardedCollator(PromptTargetCollator(tokenizer), rank, world_size)
+
+    def run(sharded, step_hook):
+        return train(sharded, load_task(args.task)["train"], collate, steps=steps, lr=args.lr,
+                     batch_size=args.batch_size, seed=args.seed, device=device, on_step=step_hook,
+                     progress=args.progress and rank == 0, desc=f"{method} on {world_size} rank(s), FSDP")
+    history, figures = train_sharded(model, device, run, on_step)
+    per_rank = gather_objects({k: figures[k] for k in ("piece_bytes", "piece_bytes_expected", "held_during_step")})
+    losses = mean_over_ranks(history.loss, device)
+    return model, {"method": method, "task": args.task, "steps": steps, "global_batch": args.batch_size,
+                   "trainable": counts["trainable"], "total": counts["total"], "fsdp": True,
+                   "losses": losses, "last_loss": losses[-1], "seconds": history.seconds,
+                   **{k: v for k, v in figures.items() if k not in per_rank[0]}, "per_rank": per_rank}
 
 
 def train_ddp(args, rank: int, world_size: int, device: torch.device, method: str, steps: int,
@@ -218,10 +269,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a rank waits for the others before failing")
     p.add_argument("--compare-full-ft", action="store_true", help="also measure one step of full fine-tuning")
+    p.add_argument("--fsdp", action="store_true", help="shard the decoder blocks with FSDP2 (fully_shard), not DDP")
+    p.add_argument("--compare-ddp", action="store_true", help="--fsdp: also measure one DDP step of the same method")
     p.add_argument("--progress", action="store_true", help="a progress bar on rank 0")
-    p.add_argument("--check", action="store_true", help="2 ranks against 1 process: same adapter? exit 1 if not")
+    p.add_argument("--check", action="store_true", help="2 ranks against 1 process: same adapter? exit 1 if not "
+                   "(with --fsdp: same losses and adapter, and the bytes held and sent)")
     p.add_argument("--tolerance", type=float, default=1e-5, help="--check: largest allowed |difference|")
     p.add_argument("--report", help="--check: also write its figures to this JSON file")
+    p.add_argument("--keep", help="--check: keep both adapters in this folder (2_ranks/ and one_process/)")
     drill = p.add_argument_group("failure drill", "make one rank fail, to see (and test) how the job ends")
     drill.add_argument("--fail-rank", type=int)
     drill.add_argument("--fail-step", type=int, default=2)
