@@ -109,28 +109,15 @@ class LoraLayer(BaseTunerLayer):
     def forward_adapters(self, names, x, *args, **kwargs):
         result = self.base_layer(x, *args, **kwargs)
         out_dtype = result.dtype
-        private = self._output_is_private(result)    # only this layer can see the base output
         for name in names:
             x_in = self.lora_input(name, x)
             lora = self.lora_output(name, x_in)                               # (..., out)
             variant = self.lora_variant.get(name)
-            if variant is None and private and result.dtype == lora.dtype:
-                result = result.add_(lora, alpha=self.scaling[name])          # result += s * lora
-            elif variant is None:   # result + s * lora in one op; fp32 if the base is bf16
-                result, private = torch.add(result, lora, alpha=self.scaling[name]), True
-            else:                   # a variant may keep its input for backward: never write into it
-                result, private = variant.forward(self, name, x_in, result, lora), False
+            if variant is None:   # result + s * lora in one op; fp32 if the base is bf16
+                result = torch.add(result, lora, alpha=self.scaling[name])
+            else:
+                result = variant.forward(self, name, x_in, result, lora)
         return result.to(out_dtype)
-
-    def _output_is_private(self, result: torch.Tensor) -> bool:
-        """May s·B A x be added into the base layer's output in place? Allocating a fresh (tokens, out)
-        tensor per layer costs more than LoRA's two thin products do (a large block comes back as
-        fresh pages every time): in place, unmerged inference costs less than half as much over the
-        base (benchmarks/RESULTS.md). Not when someone else may hold the output: a forward hook on the
-        base layer (it may keep it), or a view while autograd records (writing into a view makes
-        autograd copy its base in the backward pass)."""
-        hooked = self.base_layer._forward_hooks or nn.modules.module._global_forward_hooks
-        return not hooked and not (torch.is_grad_enabled() and result._is_view())
 
     def merge_weights(self, name, weight, bias):
         variant = self.lora_variant.get(name)
