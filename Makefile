@@ -1,9 +1,11 @@
 # peftlab — the workbook's everyday commands.
 #
 #   make lab         install (once), then open JupyterLab on notebooks/
-#   make test        lint, unit + hygiene tests, the 2-rank torchrun check, every notebook under nbval, the browser test
+#   make test        lint, unit + hygiene tests, the 2-rank torchrun check, every notebook under nbval, the nbgrader
+#                    round trip of the graded edition, the browser test
 #   make notebooks   re-execute every notebook in place (what gets committed)
 #   make site        the course as static HTML in site/ (opens offline: site/index.html)
+#   make assignments the graded (nbgrader) edition in assignments/ (docs/INSTRUCTORS.md)
 #
 # Without make: pip install -e ".[test]", then `jupyter lab notebooks/` or `pytest`.
 
@@ -33,15 +35,18 @@ NBVAL_ARGS := --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout $(CELL_TIMEOUT) --durations=20
 
-.PHONY: help install lab lint test test-unit test-distributed test-notebooks test-browser notebooks site clean
+.PHONY: help install lab lint test test-unit test-distributed test-notebooks test-browser test-assignments notebooks \
+	site assignments clean
 
 help:
 	@echo "make lab         install, then open JupyterLab on notebooks/"
-	@echo "make test        lint, unit + hygiene tests, the 2-rank check, all notebooks (nbval), browser test"
+	@echo "make test        lint, unit + hygiene tests, the 2-rank check, all notebooks (nbval), nbgrader round trip, browser test"
 	@echo "make test-distributed   2-rank torchrun job against 1 process (python -m peftlab.workbook.distributed --check)"
 	@echo "make lint        ruff over the library, tests and benchmarks (rules in pyproject.toml)"
 	@echo "make notebooks   re-execute every notebook in place, saving outputs"
 	@echo "make site        the course as static HTML pages in site/ (open site/index.html, offline)"
+	@echo "make assignments the graded edition: an nbgrader course root in assignments/ (docs/INSTRUCTORS.md)"
+	@echo "make test-assignments   nbgrader round trip: solutions score full marks, blank releases zero (~23 min on 2 busy cores)"
 	@echo "make install     create $(VENV) and install peftlab with its test extras"
 	@echo "make clean       remove caches, checkpoints, artifacts/ and site/"
 
@@ -60,29 +65,37 @@ lab: $(STAMP)
 # -k: run every step even when one fails, so one run shows every problem; make still
 # exits non-zero if any step failed.
 test: $(STAMP)
-	$(MAKE) --no-print-directory -k lint test-unit test-notebooks test-browser
+	$(MAKE) --no-print-directory -k lint test-unit test-notebooks test-assignments test-browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check peftlab tests benchmarks conftest.py
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/ -m "not browser" -n $(JOBS)
+	$(PY) -m pytest tests/ -m "not browser and not assignments" -n $(JOBS)
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/
 
-# Two torchrun ranks (gloo, CPU) against one process: the same adapter, or a non-zero exit (~20 s of CPU).
-# `make test` runs this same command inside test-unit (tests/test_distributed.py), so it is not listed twice.
+# Two torchrun ranks (gloo, CPU) against one process, data-parallel then fully sharded: the same adapter,
+# or a non-zero exit (~20 s of CPU each).
+# `make test` runs these same commands inside test-unit (tests/test_distributed.py, tests/test_distributed_fsdp.py).
 test-distributed: $(STAMP)
 	$(PY) -m peftlab.workbook.distributed --check
+	$(PY) -m peftlab.workbook.distributed --fsdp --check
 
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/ -m browser
 
+# nbgrader's own commands on the graded edition: every notebook's reference solutions autograded to full
+# marks, a representative few blank releases to zero (tests/test_assignments.py says which).
+test-assignments: $(STAMP)
+	$(PY) -m pytest tests/test_assignments.py -m assignments --durations=0
+
 # JUPYTER_PATH puts this venv's `python3` kernel ahead of any user-level kernelspec.
-# record_timing=False keeps per-cell timestamps out of the committed files.
+# record_timing=False keeps per-cell timestamps out of the committed files. A fresh progress file (the
+# checkers' record) keeps the maintainer's own out of the outputs: notebook 00 shows what a new learner sees.
 notebooks: $(STAMP)
-	JUPYTER_PATH=$(VENV)/share/jupyter $(JUPYTER) nbconvert --to notebook --execute --inplace \
+	PEFTLAB_PROGRESS=$$(mktemp -d)/progress.json JUPYTER_PATH=$(VENV)/share/jupyter $(JUPYTER) nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.kernel_name=python3 \
 		--ExecutePreprocessor.timeout=$(CELL_TIMEOUT) \
 		--ExecutePreprocessor.record_timing=False \
@@ -91,6 +104,11 @@ notebooks: $(STAMP)
 # From the committed outputs; nothing is executed. New notebooks appear by themselves.
 site: $(STAMP)
 	$(PY) -m peftlab.course.site --notebooks notebooks --out site
+
+# From the committed notebooks and their solutions; nothing is executed. Rewrites source/ and
+# nbgrader_config.py only: a gradebook, releases and submissions already there stay.
+assignments: $(STAMP)
+	$(PY) -m peftlab.course assignments --out assignments
 
 clean:
 	rm -rf .pytest_cache artifacts site

@@ -12,13 +12,24 @@ rootdir). Two jobs, both only active for notebooks collected by nbval:
    comparison. stdout, results and displays in checked cells are still compared.
 2. Print how long each notebook took (kernel start + every cell), because nbval reports one
    test per cell.
+
+And for every run: checkers record verdicts in a progress file (peftlab.course.progress), by default
+in the user's home. A test session, and every kernel it starts (nbval, the browser test, nbgrader),
+writes to a file of its own in a temporary folder instead, unless PEFTLAB_PROGRESS is already set.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import defaultdict
 
 _IGNORED_OUTPUT_KEYS = ("stderr",)
 _notebook_seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_configure(config):
+    if not os.environ.get("PEFTLAB_PROGRESS"):
+        os.environ["PEFTLAB_PROGRESS"] = os.path.join(tempfile.mkdtemp(prefix="peftlab-progress-"), "progress.json")
 
 
 def pytest_collection_modifyitems(session, config, items):

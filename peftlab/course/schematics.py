@@ -167,7 +167,7 @@ FAMILIES = {
     "add parameters: soft prompts": ["prompt tuning (08)", "P-tuning (09)", "prefix tuning, P-tuning v2 (10)"],
     "select parameters": ["BitFit (07)", "LayerNorm tuning (07)"],
     "reparameterise the update": ["LoRA (02-04)", "rsLoRA, LoRA+, PiSSA (04)", "DoRA, VeRA, LoHa, LoKr (05)",
-                                  "AdaLoRA (06)"],
+                                  "AdaLoRA (06)", "rotations OFT, HRA; FourierFT (17)"],
     "rescale activations": ["(IA)³ (07)"],
     "save memory around them": ["QLoRA: a 4-bit base (11)", "many adapters on one base (13)"],
 }
