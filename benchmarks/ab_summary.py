@@ -5,6 +5,7 @@ processes), so a slow spell of a shared machine hits both. The summary is the me
 per-pair ratios and a 95% interval of their mean (Student's t, through the course's `compare`
 against a ratio of exactly 1). "behind" means the whole interval lies above 1.00, "ahead" below.
 """
+import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -43,6 +44,20 @@ def summarise(label: str, numerators, denominators) -> RatioSummary:
     ratios = [a / b for a, b in zip(nums, dens)]
     c = compare(ratios, [1.0] * len(ratios), names=("ratio", "1"))
     return RatioSummary(label, tuple(ratios), statistics.median(ratios), 1.0 + c.low, 1.0 + c.high)
+
+
+def timing_arguments(doc: str, count: str, default: int, help: str) -> argparse.ArgumentParser:
+    """The options the timed A/B scripts share; `count` names how many timed repetitions (--pairs, --rounds)."""
+    from lora_vs_peft import MODELS
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--model", choices=[m for m in MODELS if m != "1b"], default="bundled")
+    p.add_argument("--method", choices=["lora", "dora"], default="lora")
+    p.add_argument(count, type=int, default=default, help=help)
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this thread's CPU time (needs --threads 1); steadier on a busy machine")
+    return p
 
 
 def cpu_clock(args):

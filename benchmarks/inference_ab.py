@@ -9,23 +9,14 @@ update could in principle be skipped), the same values in both libraries.
 
     python benchmarks/inference_ab.py --model 100m --method lora --rounds 20
 """
-import argparse
 import statistics
 
-from ab_summary import cpu_clock, summarise
+from ab_summary import cpu_clock, summarise, timing_arguments
 from lora_vs_peft import MODELS, build_model, wrap
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=[m for m in MODELS if m != "1b"], default="bundled")
-    p.add_argument("--method", choices=["lora", "dora"], default="lora")
-    p.add_argument("--rounds", type=int, default=20, help="timed forwards per model")
-    p.add_argument("--warmup", type=int, default=2, help="untimed forwards per model first")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="cpu: this thread's CPU time (needs --threads 1); steadier on a busy machine")
-    args = p.parse_args()
+    args = timing_arguments(__doc__, "--rounds", 20, "timed forwards per model").parse_args()
     clock = cpu_clock(args)
 
     import torch

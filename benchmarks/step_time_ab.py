@@ -9,23 +9,14 @@ The result is the median of the per-pair ratios peftlab / peft and a 95% interva
     python benchmarks/step_time_ab.py --model 100m --method lora --pairs 16
     python benchmarks/step_time_ab.py --model bundled --method dora --pairs 40
 """
-import argparse
 import statistics
 
-from ab_summary import cpu_clock, summarise
+from ab_summary import cpu_clock, summarise, timing_arguments
 from lora_vs_peft import MODELS, build_model, wrap
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=[m for m in MODELS if m != "1b"], default="bundled")
-    p.add_argument("--method", choices=["lora", "dora"], default="lora")
-    p.add_argument("--pairs", type=int, default=20, help="timed steps per library")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="cpu: this thread's CPU time (needs --threads 1); steadier on a busy machine")
-    args = p.parse_args()
+    args = timing_arguments(__doc__, "--pairs", 20, "timed steps per library").parse_args()
     clock = cpu_clock(args)
 
     import torch
